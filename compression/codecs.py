@@ -1,0 +1,130 @@
+"""Real image codecs (Pillow) behind one small interface: encode -> bytes, decode -> image.
+
+The byte count used everywhere in shrink is ``len()`` of what :meth:`Codec.encode` returns: the real file.
+Batches round-trip in a thread pool; Pillow releases the GIL while it encodes and decodes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import CodecConfig
+
+
+class Codec(ABC):
+    """A lossy image codec with an integer quality knob (higher = more bytes)."""
+
+    name: str = ""
+    pillow_format: str = ""
+    extension: str = ""
+
+    @abstractmethod
+    def save_options(self, quality: int) -> dict: ...
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        """Encode an HxWx3 uint8 array into the bytes of a real file."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{self.name}: expected HxWx3 uint8, got {image.dtype} {image.shape}")
+        buffer = io.BytesIO()
+        Image.fromarray(image, "RGB").save(buffer, format=self.pillow_format, **self.save_options(quality))
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def round_trip(self, image: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
+        data = self.encode(image, quality)
+        return self.decode(data), len(data)
+
+
+@dataclass
+class JpegCodec(Codec):
+    subsampling: str = "4:2:0"
+    optimize: bool = True
+    name = "jpeg"
+    pillow_format = "JPEG"
+    extension = ".jpg"
+
+    def save_options(self, quality: int) -> dict:
+        return {"quality": int(quality), "subsampling": self.subsampling, "optimize": self.optimize}
+
+
+@dataclass
+class WebPCodec(Codec):
+    method: int = 4
+    name = "webp"
+    pillow_format = "WEBP"
+    extension = ".webp"
+
+    def save_options(self, quality: int) -> dict:
+        return {"quality": int(quality), "method": self.method}
+
+
+@dataclass
+class AvifCodec(Codec):
+    subsampling: str = "4:2:0"
+    speed: int = 6
+    name = "avif"
+    pillow_format = "AVIF"
+    extension = ".avif"
+
+    def save_options(self, quality: int) -> dict:
+        return {"quality": int(quality), "subsampling": self.subsampling, "speed": self.speed}
+
+
+CODECS: dict[str, Callable[[CodecConfig], Codec]] = {
+    "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize),
+    "webp": lambda c: WebPCodec(),
+    "avif": lambda c: AvifCodec(subsampling=c.subsampling),
+}
+
+
+def build_codec(config: CodecConfig) -> Codec:
+    return CODECS[config.name](config)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """CxHxW float in [0, 1] -> HxWxC uint8, rounding exactly like :func:`resample.quantize_8bit`."""
+    array = torch.round(image.detach().float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    return array.permute(1, 2, 0).cpu().numpy()
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    """HxWxC uint8 -> CxHxW float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
+
+
+class BatchRoundTrip:
+    """Encode and decode every image of a batch with a real codec, in parallel threads."""
+
+    def __init__(self, codec: Codec, threads: int = 0):
+        self.codec = codec
+        self.pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+
+    def __call__(self, batch: torch.Tensor, qualities: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        """Round-trip a Bx3xHxW batch in [0, 1]; returns the decoded batch (same device) and file sizes."""
+        if len(qualities) != batch.shape[0]:
+            raise ValueError(f"{len(qualities)} qualities for a batch of {batch.shape[0]}")
+        arrays = [to_uint8(image) for image in batch]
+        results = list(self.pool.map(self.codec.round_trip, arrays, [int(q) for q in qualities]))
+        decoded = torch.stack([from_uint8(array) for array, _ in results]).to(batch.device, batch.dtype)
+        return decoded, [size for _, size in results]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> BatchRoundTrip:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,206 @@
+"""One typed configuration for a training run: TOML preset -> TrainConfig -> trainer.
+
+Every knob has a default; unknown keys are rejected (``extra="forbid"``) so a typo in a preset or a
+``--set`` override fails with the field path instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+Norm = Literal["none", "batch", "group"]
+Activation = Literal["relu", "leaky_relu", "gelu", "silu"]
+GradientMode = Literal["identity", "straight-through", "proxy"]
+ScheduleName = Literal["constant", "cosine", "step"]
+CodecName = Literal["jpeg", "webp", "avif"]
+Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ConvStackConfig(Strict):
+    depth: int = Field(3, ge=2, le=64, description="number of conv layers, including the output layer")
+    width: int = Field(64, ge=4, le=512)
+    norm: Norm = "none"
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="channel dropout (Dropout2d) after each hidden layer")
+
+
+class ComCNNConfig(ConvStackConfig):
+    pass
+
+
+class RecCNNConfig(ConvStackConfig):
+    depth: int = Field(20, ge=2, le=64)
+    norm: Norm = "batch"
+
+
+class ModelConfig(Strict):
+    name: str = Field("shrink", description="registry name of the model builder")
+    ratio: Literal[1, 2, 3, 4] = 2
+    comcnn: ComCNNConfig = ComCNNConfig()
+    reccnn: RecCNNConfig = RecCNNConfig()
+
+
+class CodecConfig(Strict):
+    name: CodecName = "jpeg"
+    quality: int | None = Field(None, ge=1, le=100, description="fixed training quality; None samples the range")
+    quality_range: tuple[int, int] = (10, 95)
+    subsampling: Subsampling = "4:2:0"
+    optimize: bool = True
+    threads: int = Field(0, ge=0, description="codec thread pool size; 0 = one per CPU core")
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> CodecConfig:
+        low, high = self.quality_range
+        if not 1 <= low <= high <= 100:
+            raise ValueError(f"quality_range must satisfy 1 <= low <= high <= 100, got {self.quality_range}")
+        return self
+
+
+class LossConfig(Strict):
+    alpha_rec: float = Field(0.0, ge=0.0, le=1.0, description="RecCNN loss = a*MSE + (1-a)*(1-MS-SSIM)")
+    alpha_com: float = Field(0.0, ge=0.0, le=1.0, description="ComCNN reconstruction loss mixture")
+    rate_weight: float = Field(0.01, ge=0.0, description="weight of the DCT rate proxy (bits/px) in ComCNN loss")
+    fidelity_weight: float = Field(10.0, ge=0.0, description="weight of MSE(compact, bicubic downscale)")
+    range_weight: float = Field(10.0, ge=0.0, description="penalty on compact values outside [0, 1]")
+    mse_scale: float = Field(
+        100.0, gt=0.0, description="MSE is multiplied by this so both loss terms have comparable size"
+    )
+
+
+class OptimizerConfig(Strict):
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: ScheduleName = "cosine"
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
+    step_every: int = Field(1000, ge=1, description="'step' schedule: steps between decays")
+    step_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="max grad norm; 0 disables")
+
+
+class GuardConfig(Strict):
+    enabled: bool = True
+    lr_cut: float = Field(0.5, gt=0.0, le=1.0, description="ComCNN lr multiplier after a rolled-back turn")
+    tolerance_db: float = Field(0.0, ge=0.0, description="a turn may lower the dev gain by this much")
+
+
+class TrainingConfig(Strict):
+    gradient_mode: GradientMode = "straight-through"
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(200, ge=1)
+    alternation_period: int = Field(0, ge=0, description="steps per turn; 0 = one epoch per turn (the paper)")
+    rec_warmup_epochs: int = Field(1, ge=0, description="RecCNN-only epochs before alternation starts")
+    first_turn: Literal["rec", "com"] = "rec"
+    batch_size: int = Field(8, ge=1)
+    crop: int = Field(128, ge=16)
+    time_budget_s: float | None = Field(None, gt=0.0, description="stop (and checkpoint) after this long")
+    guard: GuardConfig = GuardConfig()
+
+    @model_validator(mode="after")
+    def _crop_fits_codec_blocks(self) -> TrainingConfig:
+        if self.crop % 16:
+            raise ValueError(f"crop must be a multiple of 16 (JPEG macroblocks), got {self.crop}")
+        return self
+
+
+class DataConfig(Strict):
+    train: str = Field("samples:train", description="image folder, or samples:train / samples:dev (skimage)")
+    dev: str = Field("samples:dev", description="image folder used for per-epoch selection metrics")
+    dev_max_images: int = Field(8, ge=1)
+    dev_qualities: list[int] = Field(default_factory=lambda: [10, 30, 50, 75, 90])
+    dev_max_side: int = Field(512, ge=32, description="dev images are centre-cropped to at most this side")
+
+    @model_validator(mode="after")
+    def _qualities_valid(self) -> DataConfig:
+        if not self.dev_qualities or any(not 1 <= q <= 100 for q in self.dev_qualities):
+            raise ValueError(f"dev_qualities must be a non-empty list in 1..100, got {self.dev_qualities}")
+        return self
+
+
+class DeviceConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = True
+    threads: int = Field(0, ge=0, description="torch intra-op threads on CPU; 0 = leave torch's default")
+
+
+class TrainConfig(Strict):
+    """The whole run. The search harness samples exactly this object."""
+
+    model: ModelConfig = ModelConfig()
+    codec: CodecConfig = CodecConfig()
+    loss: LossConfig = LossConfig()
+    optim_com: OptimizerConfig = OptimizerConfig(lr=1e-4)
+    optim_rec: OptimizerConfig = OptimizerConfig()
+    training: TrainingConfig = TrainingConfig()
+    data: DataConfig = DataConfig()
+    device: DeviceConfig = DeviceConfig()
+    seed: int = 0
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not validate; the message names the field path."""
+
+
+def format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"]) or "<root>"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{path}: {first['msg']}{more}"
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare strings: --set codec.name=webp
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {key} is not a table")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    data = apply_overrides(copy.deepcopy(data), overrides or [])
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return config_from_dict(data, overrides)
