@@ -19,8 +19,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 # Colour photographs inside the scikit-image wheel (skimage/data). No download ever happens.
 SAMPLE_SETS = {
-    "train": ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg"],
-    "dev": ["chelsea.png", "ihc.png", "motorcycle_right.png"],
+    "train": ["astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg"],
+    "dev": ["chelsea.png", "coffee.png", "ihc.png"],
 }
 
 
