@@ -101,7 +101,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
     """HxWxC uint8 -> CxHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float() / 255.0
 
 
 class BatchRoundTrip:

@@ -35,7 +35,9 @@ class ConvStackConfig(Strict):
     width: int = Field(64, ge=4, le=512)
     norm: Norm = "none"
     activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="channel dropout (Dropout2d) after each hidden layer")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="channel dropout (Dropout2d) after each hidden layer"
+    )
 
 
 class ComCNNConfig(ConvStackConfig):
@@ -56,7 +58,9 @@ class ModelConfig(Strict):
 
 class CodecConfig(Strict):
     name: CodecName = "jpeg"
-    quality: int | None = Field(None, ge=1, le=100, description="fixed training quality; None samples the range")
+    quality: int | None = Field(
+        None, ge=1, le=100, description="fixed training quality; None samples the range"
+    )
     quality_range: tuple[int, int] = (10, 95)
     subsampling: Subsampling = "4:2:0"
     optimize: bool = True
@@ -73,7 +77,9 @@ class CodecConfig(Strict):
 class LossConfig(Strict):
     alpha_rec: float = Field(0.0, ge=0.0, le=1.0, description="RecCNN loss = a*MSE + (1-a)*(1-MS-SSIM)")
     alpha_com: float = Field(0.0, ge=0.0, le=1.0, description="ComCNN reconstruction loss mixture")
-    rate_weight: float = Field(0.01, ge=0.0, description="weight of the DCT rate proxy (bits/px) in ComCNN loss")
+    rate_weight: float = Field(
+        0.01, ge=0.0, description="weight of the DCT rate proxy (bits/px) in ComCNN loss"
+    )
     fidelity_weight: float = Field(10.0, ge=0.0, description="weight of MSE(compact, bicubic downscale)")
     range_weight: float = Field(10.0, ge=0.0, description="penalty on compact values outside [0, 1]")
     mse_scale: float = Field(
@@ -104,7 +110,7 @@ class TrainingConfig(Strict):
     steps_per_epoch: int = Field(200, ge=1)
     alternation_period: int = Field(0, ge=0, description="steps per turn; 0 = one epoch per turn (the paper)")
     rec_warmup_epochs: int = Field(1, ge=0, description="RecCNN-only epochs before alternation starts")
-    first_turn: Literal["rec", "com"] = "rec"
+    first_turn: Literal["rec", "com"] = "com"
     batch_size: int = Field(8, ge=1)
     crop: int = Field(128, ge=16)
     time_budget_s: float | None = Field(None, gt=0.0, description="stop (and checkpoint) after this long")

@@ -16,7 +16,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def bicubic_down(x: torch.Tensor, ratio: int) -> torch.Tensor:
-    """Antialiased bicubic downscale by an integer ratio (Pillow's BICUBIC filter); ratio 1 is the identity."""
+    """Antialiased bicubic downscale by an integer ratio (as Pillow's BICUBIC); ratio 1 is the identity."""
     if ratio == 1:
         return x
     height, width = x.shape[-2:]

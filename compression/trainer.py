@@ -1,0 +1,456 @@
+"""The alternating trainer: RecCNN and ComCNN take turns, each with its own optimiser.
+
+Read top to bottom: set-up, the two steps, the turn schedule, the epoch end (dev metrics, guard, checkpoint,
+callback), then checkpoint state. JPEG is not differentiable, so the nets alternate:
+- RecCNN turn: the real decoded file (no gradient to the ComCNN) -> bicubic up -> RecCNN; loss on x_hat.
+- ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat plus
+  rate proxy, fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
+The guard: when a ComCNN turn lowers the dev gain over JPEG at matched bpp, the ComCNN is rolled back to where
+the turn started and its learning rate is cut (``training.guard``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .baselines import codec_curve
+from .channel import CodecChannel
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .codecs import JpegCodec, build_codec
+from .config import OptimizerConfig, TrainConfig
+from .data import CropSampler, NamedImage, center_crop, load_images
+from .evaluate import evaluate
+from .metrics import ms_ssim_levels, reconstruction_loss
+from .models import build_model
+from .rd import RDCurve, RDPoint, gain_over
+
+DEV_JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run cannot continue."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    turns: list[str]
+    seconds: float
+    lr_com: float
+    lr_rec: float
+    loss_rec: float | None
+    loss_com: float | None
+    train_bpp: float | None
+    dev_bpp: float
+    dev_msssim: float
+    dev_msssim_db: float
+    dev_psnr: float
+    dev_gain_db: float
+    rolled_back: bool = False
+    partial: bool = False
+    dev_points: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord]
+    dev_curve: RDCurve
+    dev_jpeg: RDCurve
+    checkpoint: Path
+    stopped_by_budget: bool
+
+
+def select_device(config: TrainConfig) -> torch.device:
+    wanted = config.device.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device.device = 'cuda' but CUDA is not available")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(wanted)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(config: OptimizerConfig, step: int, total_steps: int) -> float:
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule == "step":
+        return config.step_gamma ** (step // config.step_every)
+    progress = min(step / max(total_steps, 1), 1.0)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+
+
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """Eval mode and no parameter gradients: the other net's turn passes gradients through it only."""
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    module.eval()
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in zip(module.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+        module.train(was_training)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        callback: Callable[[EpochRecord, Trainer], None] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.config, self.out_dir, self.callback, self.log = config, Path(out_dir), callback, log
+        seed_everything(config.seed)
+        if config.device.threads:
+            torch.set_num_threads(config.device.threads)
+        self.device = select_device(config)
+        self.use_amp = self.device.type == "cuda" and config.device.amp
+        self.memory_format = (
+            torch.channels_last
+            if config.device.channels_last and self.device.type == "cuda"
+            else torch.contiguous_format
+        )
+        self.model = build_model(config.model).to(self.device, memory_format=self.memory_format)
+        groups = self.model.parameter_groups()  # asserts the two groups are disjoint
+        self.opt_com = make_optimizer(groups["comcnn"], config.optim_com)
+        self.opt_rec = make_optimizer(groups["reccnn"], config.optim_rec)
+        self.com_lr_scale = 1.0
+
+        training = config.training
+        self.total_steps = training.epochs * training.steps_per_epoch
+        self.period = training.alternation_period or training.steps_per_epoch
+        self.warmup_steps = training.rec_warmup_epochs * training.steps_per_epoch
+        self.loss_levels = ms_ssim_levels(training.crop, training.crop)
+
+        self.sampler = CropSampler(load_images(config.data.train), training.crop, seed=config.seed)
+        self.quality_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.dev_images = self._load_dev_images()
+        self.codec = build_codec(config.codec)
+        self.channel = CodecChannel(
+            self.codec, training.gradient_mode, config.codec.subsampling, config.codec.threads
+        )
+        self.dev_jpeg = codec_curve(self.dev_images, JpegCodec(), DEV_JPEG_QUALITIES)
+
+        self.step = 0
+        self.history: list[EpochRecord] = []
+        self.best_gain = -math.inf
+        self.elapsed_before = 0.0
+        self._reset_epoch_stats()
+
+    # ---- set-up helpers -------------------------------------------------------------------------------
+    def _load_dev_images(self) -> list[NamedImage]:
+        data = self.config.data
+        images = load_images(data.dev, limit=data.dev_max_images)
+        return [NamedImage(image.name, center_crop(image.pixels, data.dev_max_side)) for image in images]
+
+    def _reset_epoch_stats(self) -> None:
+        self.epoch_losses: dict[str, list[float]] = {"rec": [], "com": []}
+        self.epoch_bytes: list[float] = []
+        self.epoch_turns: list[str] = []
+        self.com_snapshot = copy.deepcopy(
+            {"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()}
+        )
+
+    def _autocast(self):
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _sample_qualities(self, batch_size: int) -> list[int]:
+        codec = self.config.codec
+        if codec.quality is not None:
+            return [codec.quality] * batch_size
+        low, high = codec.quality_range
+        return torch.randint(low, high + 1, (batch_size,), generator=self.quality_generator).tolist()
+
+    def _set_learning_rates(self) -> None:
+        com = lr_factor(self.config.optim_com, self.step, self.total_steps) * self.com_lr_scale
+        rec = lr_factor(self.config.optim_rec, self.step, self.total_steps)
+        for group in self.opt_com.param_groups:
+            group["lr"] = self.config.optim_com.lr * com
+        for group in self.opt_rec.param_groups:
+            group["lr"] = self.config.optim_rec.lr * rec
+
+    def _check_finite(self, loss: torch.Tensor, turn: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite {turn} loss ({loss.item()}) at step {self.step}, epoch {self.epoch}"
+            )
+
+    def _optimizer_step(self, optimizer, loss: torch.Tensor, params_of: torch.nn.Module, clip: float) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params_of.parameters(), clip)
+        optimizer.step()
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.config.training.steps_per_epoch
+
+    # ---- the two steps --------------------------------------------------------------------------------
+    def rec_step(self, x: torch.Tensor) -> float:
+        """RecCNN learns the residual on what the decoder really gets: the decoded file, upscaled."""
+        qualities = self._sample_qualities(x.shape[0])
+        with torch.no_grad(), self._autocast():
+            compact = self.model.compress(x)["compact"]
+        decoded, sizes = self.channel.real(compact, qualities)
+        decoded = decoded.contiguous(memory_format=self.memory_format)
+        self.epoch_bytes.extend(8.0 * s / (x.shape[-1] * x.shape[-2]) for s in sizes)
+        with self._autocast():
+            out = self.model.reconstruct(decoded, tuple(x.shape[-2:]))
+            loss = reconstruction_loss(
+                out["x_hat"].float(), x, self.config.loss.alpha_rec, self.config.loss.mse_scale
+            )
+        self._check_finite(loss, "RecCNN")
+        self._optimizer_step(self.opt_rec, loss, self.model.reccnn, self.config.optim_rec.grad_clip)
+        return loss.item()
+
+    def com_step(self, x: torch.Tensor) -> float:
+        """ComCNN learns end to end through the codec (gradient mode) and a frozen RecCNN."""
+        cfg = self.config.loss
+        qualities = self._sample_qualities(x.shape[0])
+        with frozen(self.model.reccnn), self._autocast():
+            compressed = self.model.compress(x)
+            compact, base = compressed["compact"].float(), compressed["base"].float()
+            real = None
+            if self.channel.needs_real_decode():
+                real, sizes = self.channel.real(compact.detach(), qualities)
+                self.epoch_bytes.extend(8.0 * s / (x.shape[-1] * x.shape[-2]) for s in sizes)
+            decoded = self.channel.differentiable(compact, qualities, real)
+            x_hat = self.model.reconstruct(
+                decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:])
+            )["x_hat"].float()
+            loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
+            if cfg.rate_weight > 0:
+                rate = self.channel.rate_bpp(compact, qualities).mean() / self.model.ratio**2
+                loss = loss + cfg.rate_weight * rate
+            if cfg.fidelity_weight > 0:
+                loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
+            if cfg.range_weight > 0:
+                excess = F.relu(compact - 1.0) + F.relu(-compact)
+                loss = loss + cfg.range_weight * excess.pow(2).mean()
+        self._check_finite(loss, "ComCNN")
+        self._optimizer_step(self.opt_com, loss, self.model.comcnn, self.config.optim_com.grad_clip)
+        return loss.item()
+
+    # ---- the turn schedule ----------------------------------------------------------------------------
+    def turn_at(self, step: int) -> str:
+        if step < self.warmup_steps:
+            return "rec"
+        first = self.config.training.first_turn
+        other = "com" if first == "rec" else "rec"
+        return first if ((step - self.warmup_steps) // self.period) % 2 == 0 else other
+
+    def train_step(self) -> None:
+        x = self.sampler.sample(self.config.training.batch_size)
+        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+        turn = self.turn_at(self.step)
+        self._set_learning_rates()
+        self.model.train()
+        loss = self.rec_step(x) if turn == "rec" else self.com_step(x)
+        self.epoch_losses[turn].append(loss)
+        if not self.epoch_turns or self.epoch_turns[-1] != turn:
+            self.epoch_turns.append(turn)
+        self.step += 1
+
+    # ---- epoch end: dev metrics, guard, checkpoint, callback --------------------------------------------
+    def evaluate_dev(self) -> tuple[RDCurve, float]:
+        curve = evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
+        return curve, gain_over(curve, self.dev_jpeg, "msssim_db")
+
+    def _guard(self, curve: RDCurve, gain: float) -> tuple[RDCurve, float, bool]:
+        guard = self.config.training.guard
+        if not (guard.enabled and "com" in self.epoch_turns and self.history):
+            return curve, gain, False
+        if gain >= self.history[-1].dev_gain_db - guard.tolerance_db:
+            return curve, gain, False
+        self.model.comcnn.load_state_dict(self.com_snapshot["model"])
+        self.opt_com.load_state_dict(self.com_snapshot["optim"])
+        self.com_lr_scale *= guard.lr_cut
+        self.log(
+            f"guard: ComCNN turn lowered dev gain {self.history[-1].dev_gain_db:+.3f} -> {gain:+.3f} dB; "
+            f"rolled back, ComCNN lr x{self.com_lr_scale:.3g}"
+        )
+        curve, gain = self.evaluate_dev()
+        return curve, gain, True
+
+    def end_epoch(self, started: float, partial: bool = False) -> EpochRecord:
+        curve, gain = self.evaluate_dev()
+        curve, gain, rolled_back = self._guard(curve, gain)
+        mean = mean_point(curve)
+        record = EpochRecord(
+            epoch=self.epoch if not partial else self.epoch + 1,
+            step=self.step,
+            turns=list(self.epoch_turns),
+            seconds=time.monotonic() - started,
+            lr_com=self.opt_com.param_groups[0]["lr"],
+            lr_rec=self.opt_rec.param_groups[0]["lr"],
+            loss_rec=_mean_or_none(self.epoch_losses["rec"]),
+            loss_com=_mean_or_none(self.epoch_losses["com"]),
+            train_bpp=_mean_or_none(self.epoch_bytes),
+            dev_bpp=mean.bpp,
+            dev_msssim=mean.msssim,
+            dev_msssim_db=mean.msssim_db,
+            dev_psnr=mean.psnr,
+            dev_gain_db=gain,
+            rolled_back=rolled_back,
+            partial=partial,
+            dev_points=[point.to_dict() for point in curve.points],
+        )
+        self.history.append(record)
+        self.dev_curve = curve
+        self.save(self.out_dir / "last.ckpt")
+        if gain > self.best_gain:
+            self.best_gain = gain
+            self.save(self.out_dir / "best.ckpt")
+        self.log(_format_record(record))
+        self._reset_epoch_stats()
+        if self.callback is not None:
+            self.callback(record, self)
+        return record
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        budget = self.config.training.time_budget_s
+        start = time.monotonic()
+        epoch_start = start
+        stopped_by_budget = False
+        self.log(
+            f"training on {self.device} ({self.config.training.gradient_mode}, ratio {self.model.ratio}, "
+            f"{self.total_steps} steps, MS-SSIM loss on {self.loss_levels} scales)"
+        )
+        try:
+            while self.step < self.total_steps:
+                self.train_step()
+                over_budget = budget is not None and self.elapsed_before + time.monotonic() - start > budget
+                if self.step % self.config.training.steps_per_epoch == 0:
+                    self.end_epoch(epoch_start)
+                    epoch_start = time.monotonic()
+                elif over_budget:
+                    self.end_epoch(epoch_start, partial=True)
+                if over_budget:
+                    stopped_by_budget = self.step < self.total_steps
+                    self.log(f"time budget of {budget:.0f}s reached at step {self.step}")
+                    break
+        finally:
+            self.elapsed_before += time.monotonic() - start
+            self.channel.close()
+        if not self.history:  # resumed a finished run: report where it ended
+            raise CheckpointError("nothing to train: the checkpoint already holds every epoch")
+        return TrainResult(
+            self.history, self.dev_curve, self.dev_jpeg, self.out_dir / "last.ckpt", stopped_by_budget
+        )
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {
+            "torch": torch.get_rng_state(),
+            "sampler": self.sampler.generator.get_state(),
+            "quality": self.quality_generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.config.model_dump_json(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optim_com": self.opt_com.state_dict(),
+            "optim_rec": self.opt_rec.state_dict(),
+            "com_lr_scale": self.com_lr_scale,
+            "best_gain": self.best_gain,
+            "elapsed_s": self.elapsed_before,
+            "rng": rng,
+            "history": json.dumps([asdict(record) for record in self.history]),
+        }
+
+    def save(self, path: Path) -> Path:
+        return save_checkpoint(path, self.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        stored = TrainConfig.model_validate_json(state["config"])
+        if _resume_key(stored) != _resume_key(self.config):
+            raise CheckpointError("checkpoint was trained with another config; refusing to resume")
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.opt_com.load_state_dict(state["optim_com"])
+        self.opt_rec.load_state_dict(state["optim_rec"])
+        self.com_lr_scale = float(state["com_lr_scale"])
+        self.best_gain = float(state["best_gain"])
+        self.elapsed_before = float(state["elapsed_s"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.sampler.generator.set_state(state["rng"]["sampler"])
+        self.quality_generator.set_state(state["rng"]["quality"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.history = [EpochRecord(**record) for record in json.loads(state["history"])]
+        self._reset_epoch_stats()
+
+    def resume(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self.log(f"resumed from {path} at step {self.step} (epoch {self.epoch})")
+
+
+def _resume_key(config: TrainConfig) -> dict:
+    """What must match to resume: everything but the length of the run and the device."""
+    data = config.model_dump()
+    data["training"].pop("epochs")
+    data["training"].pop("time_budget_s")
+    data.pop("device")
+    return data
+
+
+def mean_point(curve: RDCurve) -> RDPoint:
+    """The curve's centre of mass: the single dev RD point a search objective uses."""
+    points = curve.points
+    return RDPoint(
+        quality=None,
+        bpp=float(np.mean([p.bpp for p in points])),
+        msssim=float(np.mean([p.msssim for p in points])),
+        msssim_db=float(np.mean([p.msssim_db for p in points])),
+        psnr=float(np.mean([p.psnr for p in points])),
+    )
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _format_record(record: EpochRecord) -> str:
+    losses = " ".join(
+        f"{name}={value:.4f}"
+        for name, value in (("loss_rec", record.loss_rec), ("loss_com", record.loss_com))
+        if value is not None
+    )
+    flag = " (rolled back)" if record.rolled_back else ""
+    return (
+        f"epoch {record.epoch:3d} step {record.step:6d} [{'/'.join(record.turns)}] {losses} | dev "
+        f"bpp {record.dev_bpp:.3f} MS-SSIM {record.dev_msssim:.4f} ({record.dev_msssim_db:.2f} dB) "
+        f"PSNR {record.dev_psnr:.2f} gain vs JPEG {record.dev_gain_db:+.3f} dB{flag} ({record.seconds:.0f}s)"
+    )

@@ -1,0 +1,44 @@
+"""shrink baselines --data DIR --json OUT"""
+
+from __future__ import annotations
+
+import argparse
+
+from shrink.compression.baselines import run_baselines
+from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.data import load_images
+from shrink.compression.rd import save_curves
+
+from ._common import ArgumentParser, format_rd_table, run_command
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="shrink baselines", description="Baseline RD curves on an image folder.")
+    parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
+    parser.add_argument("--json", required=True, help="where to write the curves")
+    parser.add_argument("--ratios", type=int, nargs="+", default=[2], choices=[2, 3, 4])
+    parser.add_argument(
+        "--codecs", nargs="+", default=["jpeg", "webp", "avif"], choices=["jpeg", "webp", "avif"]
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    images = load_images(args.data)
+    curves = run_baselines(images, ratios=tuple(args.ratios), codecs=tuple(args.codecs))
+    save_curves(args.json, curves, {"data": args.data, "images": len(images)})
+    for name, curve in curves.items():
+        print(f"\n{name}\n{format_rd_table(curve)}")
+    if "jpeg" in curves:
+        print("\nBD-rate vs jpeg        MS-SSIM dB     PSNR")
+        for name, curve in curves.items():
+            if name != "jpeg":
+                ms = bd_rate_curves(curves["jpeg"], curve, "msssim_db")
+                ps = bd_rate_curves(curves["jpeg"], curve, "psnr")
+                print(f"{name:<20} {ms:+10.1f} % {ps:+8.1f} %")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)

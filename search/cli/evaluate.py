@@ -1,0 +1,41 @@
+"""shrink eval CHECKPOINT --data DIR [--qualities Q ...] --json OUT"""
+
+from __future__ import annotations
+
+import argparse
+
+from shrink.compression.baselines import codec_curve
+from shrink.compression.checkpoint import model_from_checkpoint
+from shrink.compression.codecs import JpegCodec, build_codec
+from shrink.compression.data import load_images
+from shrink.compression.evaluate import evaluate
+from shrink.compression.rd import save_curves
+
+from ._common import ArgumentParser, format_rd_table, run_command
+
+DEFAULT_QUALITIES = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="shrink eval", description="Evaluate a checkpoint on full images.")
+    parser.add_argument("checkpoint", help="a training checkpoint (last.ckpt / best.ckpt)")
+    parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
+    parser.add_argument("--qualities", type=int, nargs="+", default=DEFAULT_QUALITIES)
+    parser.add_argument("--json", required=True, help="where to write the RD curve")
+    parser.add_argument("--name", default="shrink", help="curve name in the JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    model, config = model_from_checkpoint(args.checkpoint)
+    images = load_images(args.data)
+    curve = evaluate(model, images, args.qualities, build_codec(config.codec), name=args.name, progress=True)
+    jpeg = codec_curve(images, JpegCodec(), list(range(5, 101, 5)))
+    save_curves(args.json, {curve.name: curve}, {"checkpoint": str(args.checkpoint), "data": args.data})
+    print(format_rd_table(curve, jpeg))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)

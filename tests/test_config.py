@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shrink.compression.config import ConfigError, TrainConfig, config_from_dict, load_config
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "studies" / "presets").glob("*.toml"))
+
+
+def test_defaults_validate_and_round_trip():
+    config = TrainConfig()
+    assert TrainConfig.model_validate_json(config.model_dump_json()) == config
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_presets_load(path: Path):
+    config = load_config(path)
+    assert config.training.crop % 16 == 0
+
+
+def test_presets_exist():
+    assert {p.stem for p in PRESETS} >= {"demo", "cpu", "paper"}
+
+
+def test_overrides_are_typed_and_validated():
+    config = config_from_dict({}, ["training.epochs=3", "codec.name=webp", "codec.quality_range=[20, 40]"])
+    assert config.training.epochs == 3
+    assert config.codec.name == "webp"
+    assert config.codec.quality_range == (20, 40)
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "path"),
+    [
+        ({"training": {"epochz": 3}}, [], "training.epochz"),
+        ({}, ["training.epochs=zero"], "training.epochs"),
+        ({}, ["codec.quality_range=[90, 10]"], "codec"),
+        ({}, ["model.ratio=5"], "model.ratio"),
+        ({}, ["training.crop=100"], "training"),
+        ({}, ["training.gradient_mode=magic"], "training.gradient_mode"),
+    ],
+)
+def test_bad_config_names_the_field(data, overrides, path):
+    with pytest.raises(ConfigError, match=rf"^{path}"):
+        config_from_dict(data, overrides)
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="key=value"):
+        config_from_dict({}, ["training.epochs"])
+
+
+def test_config_from_dict_does_not_mutate_its_input():
+    data = {"training": {"epochs": 2}}
+    config_from_dict(data, ["training.epochs=5"])
+    assert data == {"training": {"epochs": 2}}
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

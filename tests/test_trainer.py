@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shrink.compression.checkpoint import CheckpointError, load_checkpoint
+from shrink.compression.config import config_from_dict
+from shrink.compression.trainer import NonFiniteLossError, Trainer, lr_factor
+
+from .conftest import tiny_config_dict
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["identity", "straight-through", "proxy"])
+def test_each_gradient_mode_trains_both_nets(image_folder: Path, tmp_path: Path, mode: str):
+    config = config_from_dict(
+        tiny_config_dict(
+            image_folder,
+            gradient_mode=mode,
+            epochs=2,
+            rec_warmup_epochs=0,
+            first_turn="rec",
+            steps_per_epoch=2,
+            alternation_period=1,
+        )
+    )
+    trainer = Trainer(config, tmp_path / mode, log=quiet)
+    trainer.model.comcnn.head.weight.data.normal_(std=1e-3)  # start off the exact-bicubic fixed point
+    before = weights(trainer)
+    result = trainer.run()
+    after = weights(trainer)
+    changed = {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"comcnn", "reccnn"}
+    assert [record.turns for record in result.history] == [["rec", "com"], ["rec", "com"]]
+    assert all(math.isfinite(record.dev_gain_db) for record in result.history)
+
+
+def test_turn_schedule_warmup_then_alternation(tiny_config, tmp_path: Path):
+    trainer = Trainer(tiny_config, tmp_path, log=quiet)
+    # 3 steps/epoch, 1 warm-up epoch, one epoch per turn
+    assert [trainer.turn_at(step) for step in range(12)] == ["rec"] * 3 + ["com"] * 3 + ["rec"] * 3 + [
+        "com"
+    ] * 3
+
+
+def test_resumed_run_equals_uninterrupted_run(image_folder: Path, tmp_path: Path):
+    full_config = config_from_dict(tiny_config_dict(image_folder, epochs=3))
+    full = Trainer(full_config, tmp_path / "full", log=quiet)
+    full.run()
+
+    first = Trainer(
+        config_from_dict(tiny_config_dict(image_folder, epochs=3, time_budget_s=1e-9)),
+        tmp_path / "split",
+        log=quiet,
+    )
+    first.run()  # stops after its first step: the budget is spent at once
+    assert first.step == 1
+    resumed = Trainer(full_config, tmp_path / "split", log=quiet)
+    resumed.resume(tmp_path / "split" / "last.ckpt")
+    resumed.run()
+
+    assert resumed.step == full.step
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert full.opt_rec.state_dict()["state"][0]["exp_avg"].equal(
+        resumed.opt_rec.state_dict()["state"][0]["exp_avg"]
+    )
+    assert [r.dev_gain_db for r in full.history] == [r.dev_gain_db for r in resumed.history if not r.partial]
+
+
+def test_checkpoint_describes_itself(tiny_config, tmp_path: Path):
+    Trainer(
+        tiny_config.model_copy(update={"training": tiny_config.training.model_copy(update={"epochs": 1})}),
+        tmp_path,
+        log=quiet,
+    ).run()
+    state = load_checkpoint(tmp_path / "last.ckpt")
+    assert state["step"] == 3 and state["epoch"] == 1
+    assert {"torch", "pillow", "python", "shrink"} <= set(state["versions"])
+    assert '"ratio":2' in state["config"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_with_another_config_is_refused(image_folder: Path, tmp_path: Path):
+    Trainer(config_from_dict(tiny_config_dict(image_folder, epochs=1)), tmp_path, log=quiet).run()
+    other = config_from_dict(tiny_config_dict(image_folder, epochs=2, batch_size=3))
+    with pytest.raises(CheckpointError, match="another config"):
+        Trainer(other, tmp_path, log=quiet).resume(tmp_path / "last.ckpt")
+
+
+def test_non_finite_loss_stops_the_run(tiny_config, tmp_path: Path):
+    trainer = Trainer(tiny_config, tmp_path, log=quiet)
+    with torch.no_grad():
+        trainer.model.reccnn.head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite RecCNN loss"):
+        trainer.run()
+
+
+def test_guard_rolls_back_a_harmful_comcnn_turn(image_folder: Path, tmp_path: Path):
+    config = config_from_dict(tiny_config_dict(image_folder, epochs=2, rec_warmup_epochs=1))
+    trainer = Trainer(config, tmp_path, log=quiet)
+
+    def sabotage_after_rec_epoch(record, trainer_):
+        if record.turns == ["rec"]:  # the next epoch is the ComCNN's: make its steps destructive
+            trainer_.config.optim_com.lr = 0.5
+            trainer_.config.loss.fidelity_weight = 0.0
+            trainer_.config.loss.range_weight = 0.0
+
+    trainer.callback = sabotage_after_rec_epoch
+    snapshot_before_com = None
+
+    original_reset = trainer._reset_epoch_stats
+
+    def remember():
+        nonlocal snapshot_before_com
+        original_reset()
+        snapshot_before_com = {k: v.clone() for k, v in trainer.model.comcnn.state_dict().items()}
+
+    trainer._reset_epoch_stats = remember
+    trainer.model.comcnn.head.weight.data.normal_(std=1e-3)
+    history = trainer.run().history
+    assert history[-1].turns == ["com"]
+    assert history[-1].rolled_back
+    assert history[-1].dev_gain_db >= history[-2].dev_gain_db
+    for name, tensor in trainer.model.comcnn.state_dict().items():
+        assert torch.equal(tensor, snapshot_before_com[name]), name
+    assert trainer.com_lr_scale == pytest.approx(config.training.guard.lr_cut)
+
+
+def test_cosine_schedule_ends_at_the_floor():
+    from shrink.compression.config import OptimizerConfig
+
+    config = OptimizerConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(config, 0, 100) == pytest.approx(1.0)
+    assert lr_factor(config, 100, 100) == pytest.approx(0.1)
+    assert lr_factor(OptimizerConfig(schedule="step", step_every=10, step_gamma=0.5), 25, 100) == 0.25
