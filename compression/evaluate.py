@@ -66,7 +66,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     qualities = list(qualities)
-    jobs = [(quality, image) for quality in qualities for image in images]
+    jobs = [(quality, image) for image in images for quality in qualities]
     if progress:
         from tqdm import tqdm
 

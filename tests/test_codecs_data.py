@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shrink.compression.codecs import AvifCodec, BatchRoundTrip, JpegCodec, WebPCodec, from_uint8, to_uint8
+from shrink.compression.data import CropSampler, ImageLoadError, NamedImage, load_images, read_image
+
+from .conftest import textured_image
+
+
+@pytest.mark.parametrize("codec", [JpegCodec(), JpegCodec("4:4:4", optimize=False), WebPCodec(), AvifCodec()],
+                         ids=["jpeg420", "jpeg444", "webp", "avif"])
+def test_round_trip_reports_the_real_file_size(codec):
+    image = textured_image(64, 80, 0)
+    data = codec.encode(image, 50)
+    decoded, size = codec.round_trip(image, 50)
+    assert size == len(data)
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == codec.pillow_format
+        assert opened.size == (80, 64)
+    assert decoded.shape == image.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - image).mean() < 12
+
+
+def test_jpeg_bytes_grow_with_quality():
+    image = textured_image(96, 96, 1)
+    sizes = [len(JpegCodec().encode(image, q)) for q in (10, 50, 90)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_batch_round_trip_matches_one_by_one():
+    codec = JpegCodec()
+    batch = torch.stack([from_uint8(textured_image(48, 48, seed)) for seed in range(4)])
+    qualities = [10, 30, 60, 90]
+    with BatchRoundTrip(codec, threads=2) as round_trip:
+        decoded, sizes = round_trip(batch, qualities)
+    for index, quality in enumerate(qualities):
+        single, size = codec.round_trip(to_uint8(batch[index]), quality)
+        assert size == sizes[index]
+        assert torch.equal(decoded[index], from_uint8(single))
+
+
+def test_uint8_conversion_rounds_like_quantize():
+    x = torch.tensor([0.0, 0.5 / 255, 1.49 / 255, 1.0, 1.2, -0.1]).view(1, 1, 6).expand(3, 1, 6)
+    assert to_uint8(x)[0, :, 0].tolist() == [0, 0, 1, 255, 255, 0]
+
+
+def save(path: Path, image: Image.Image, **options) -> Path:
+    image.save(path, **options)
+    return path
+
+
+def test_read_image_handles_modes_and_orientation(tmp_path: Path):
+    rgb = Image.fromarray(textured_image(20, 30, 2))
+    gray = save(tmp_path / "gray.png", rgb.convert("L"))
+    rgba = save(tmp_path / "rgba.png", rgb.convert("RGBA"))
+    palette = save(tmp_path / "palette.png", rgb.convert("P"))
+    sixteen = save(tmp_path / "sixteen.png", Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)))
+    exif = rgb.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    rotated = save(tmp_path / "rotated.jpg", rgb, exif=exif)
+    for path in (gray, rgba, palette, sixteen):
+        pixels = read_image(path)
+        assert pixels.shape == (3, 20, 30) and pixels.dtype == torch.uint8
+    assert torch.equal(read_image(sixteen), read_image(gray))
+    assert read_image(rotated).shape == (3, 30, 20)
+
+
+def test_unreadable_file_is_named(tmp_path: Path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageLoadError, match="broken.png"):
+        read_image(bad)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.fromarray(textured_image(16, 16, 0)).save(folder / "a.png")
+    (folder / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="empty.png"):
+        load_images(folder)
+
+
+def test_missing_and_empty_folders(tmp_path: Path):
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_images(tmp_path / "absent")
+    with pytest.raises(ImageLoadError, match="no images"):
+        load_images(tmp_path)
+
+
+def test_sample_sets_are_embedded_and_disjoint():
+    train = {image.name for image in load_images("samples:train")}
+    dev = {image.name for image in load_images("samples:dev")}
+    assert train and dev and not train & dev
+
+
+def test_crop_sampler_pads_small_images_and_is_reproducible():
+    small = NamedImage("small", torch.randint(0, 256, (3, 20, 40), dtype=torch.uint8))
+    big = NamedImage("big", torch.randint(0, 256, (3, 80, 80), dtype=torch.uint8))
+    with pytest.warns(UserWarning, match="small is 40x20"):
+        sampler = CropSampler([small, big], crop=32, seed=1)
+    state = sampler.state_dict()
+    first = sampler.sample(4)
+    assert first.shape == (4, 3, 32, 32) and 0 <= first.min() and first.max() <= 1
+    sampler.load_state_dict(state)
+    assert torch.equal(sampler.sample(4), first)
