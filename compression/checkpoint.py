@@ -7,13 +7,13 @@ JSON text), so ``torch.load(weights_only=True)`` reads it; a truncated or foreig
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .files import atomic_write
 
 FORMAT = "shrink-checkpoint/1"
 
@@ -41,26 +41,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def atomic_write_bytes(path: str | Path, writer) -> Path:
-    """Call ``writer(file)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     state = {"format": FORMAT, "versions": versions(), **state}
-    return atomic_write_bytes(path, lambda handle: torch.save(state, handle))
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -13,9 +13,8 @@ import torch
 
 from .codecs import Codec, from_uint8, to_uint8
 from .data import NamedImage
-from .metrics import bpp, ms_ssim, psnr
 from .models import ShrinkModel
-from .rd import RDCurve, curve_from_rows
+from .rd import RDCurve, curve_from_rows, measure
 from .resample import pad_to_multiple, quantize_8bit
 
 
@@ -43,15 +42,7 @@ def evaluate_image(model: ShrinkModel, image: NamedImage, codec: Codec, quality:
     x = (image.pixels.float() / 255.0)[None].to(device)
     data = compress_image(model, x, codec, quality)
     x_hat = decompress_image(model, data, codec, image.size)
-    height, width = image.size
-    return {
-        "image": image.name,
-        "quality": int(quality),
-        "bytes": len(data),
-        "bpp": bpp(len(data), height, width),
-        "msssim": float(ms_ssim(x_hat, x)[0]),
-        "psnr": float(psnr(x_hat, x)[0]),
-    }
+    return measure(image.name, quality, len(data), x_hat, x)
 
 
 def evaluate(

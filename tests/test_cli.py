@@ -73,7 +73,10 @@ def test_train_eval_baselines_bdrate_end_to_end(image_folder: Path, tmp_path: Pa
     assert main(["bdrate", str(base_json), str(curve_json)]) == 0
     assert "shrink" in capsys.readouterr().out
 
-    assert main(["train", "--config", str(config), "--set", "training.epochs=2", "--out", str(out), "--resume"]) == 0
+    assert (
+        main(["train", "--config", str(config), "--set", "training.epochs=2", "--out", str(out), "--resume"])
+        == 0
+    )
     assert "resumed from" in capsys.readouterr().out
 
 

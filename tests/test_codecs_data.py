@@ -61,7 +61,7 @@ def test_read_image_handles_modes_and_orientation(tmp_path: Path):
     gray = save(tmp_path / "gray.png", rgb.convert("L"))
     rgba = save(tmp_path / "rgba.png", rgb.convert("RGBA"))
     palette = save(tmp_path / "palette.png", rgb.convert("P"))
-    sixteen = save(tmp_path / "sixteen.png", Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)))
+    sixteen = save(tmp_path / "sixteen.png", Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257))
     exif = rgb.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
     rotated = save(tmp_path / "rotated.jpg", rgb, exif=exif)

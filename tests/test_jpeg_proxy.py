@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
+from skimage import data
+
 from shrink.compression.codecs import JpegCodec, from_uint8, to_uint8
 from shrink.compression.jpeg_proxy import (
     ANNEX_K_LUMA,
@@ -21,7 +23,6 @@ from shrink.compression.jpeg_proxy import (
     quality_tables,
     soft_round,
 )
-from skimage import data
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

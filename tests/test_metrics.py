@@ -5,6 +5,7 @@ import math
 import pytest
 import pytorch_msssim
 import torch
+
 from shrink.compression.metrics import (
     bpp,
     ms_ssim,

@@ -1,4 +1,4 @@
-"""The failure modes measured on the paper's scheme must not come back (issue 3): collapse, and ending worse."""
+"""The failure modes measured on the paper's scheme must not come back: collapse, and ending worse."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from shrink.compression.checkpoint import CheckpointError, atomic_write_bytes
+from shrink.compression.checkpoint import CheckpointError
 from shrink.compression.config import ConfigError
 from shrink.compression.data import ImageLoadError
 from shrink.compression.rd import RDCurve, metric_at_rate
@@ -32,10 +32,6 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespa
     except USER_ERRORS as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-
-
-def write_text_atomic(path, text: str) -> None:
-    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
 
 
 def format_rd_table(curve: RDCurve, anchor: RDCurve | None = None) -> str:

@@ -25,7 +25,7 @@ def build_parser() -> ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     images = load_images(args.data)
-    curves = run_baselines(images, ratios=tuple(args.ratios), codecs=tuple(args.codecs))
+    curves = run_baselines(images, ratios=tuple(args.ratios), codecs=tuple(args.codecs), progress=True)
     save_curves(args.json, curves, {"data": args.data, "images": len(images)})
     for name, curve in curves.items():
         print(f"\n{name}\n{format_rd_table(curve)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.baselines import codec_curve
+from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
 from shrink.compression.checkpoint import model_from_checkpoint
 from shrink.compression.codecs import JpegCodec, build_codec
 from shrink.compression.data import load_images
@@ -13,14 +13,18 @@ from shrink.compression.rd import save_curves
 
 from ._common import ArgumentParser, format_rd_table, run_command
 
-DEFAULT_QUALITIES = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
-
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink eval", description="Evaluate a checkpoint on full images.")
     parser.add_argument("checkpoint", help="a training checkpoint (last.ckpt / best.ckpt)")
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
-    parser.add_argument("--qualities", type=int, nargs="+", default=DEFAULT_QUALITIES)
+    parser.add_argument(
+        "--qualities",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_QUALITIES["down-jpeg"]),
+        help="codec qualities (default: the downscale baseline's grid, for comparable BD-rates)",
+    )
     parser.add_argument("--json", required=True, help="where to write the RD curve")
     parser.add_argument("--name", default="shrink", help="curve name in the JSON")
     return parser
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     model, config = model_from_checkpoint(args.checkpoint)
     images = load_images(args.data)
     curve = evaluate(model, images, args.qualities, build_codec(config.codec), name=args.name, progress=True)
-    jpeg = codec_curve(images, JpegCodec(), list(range(5, 101, 5)))
+    jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
     save_curves(args.json, {curve.name: curve}, {"checkpoint": str(args.checkpoint), "data": args.data})
     print(format_rd_table(curve, jpeg))
     print(f"wrote {args.json}")

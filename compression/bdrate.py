@@ -1,0 +1,75 @@
+"""Bjøntegaard delta rate: the mean rate difference between two RD curves at equal quality.
+
+log(rate) is interpolated as a function of quality with PCHIP (monotone, no overshoot; the variant used by
+VCEG/JVET tools and CompressAI) and integrated exactly over the qualities both curves reach.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+from .rd import RDCurve
+
+
+def _frontier(
+    rates: Sequence[float], qualities: Sequence[float], label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(quality, log rate) of the points no cheaper point matches, both strictly increasing.
+
+    Points are sorted by rate; a point whose quality does not exceed that of every cheaper point (a
+    duplicate quality, or a dip) is dominated and dropped, which makes quality a function of rate.
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    qualities = np.asarray(qualities, dtype=np.float64)
+    if rates.shape != qualities.shape or rates.ndim != 1:
+        raise ValueError(f"{label}: rates and qualities must be 1-D and of equal length")
+    if not (np.all(np.isfinite(rates)) and np.all(np.isfinite(qualities))):
+        raise ValueError(f"{label}: rates and qualities must be finite")
+    if np.any(rates <= 0):
+        raise ValueError(f"{label}: rates must be positive")
+    order = np.lexsort((-qualities, rates))  # by rate, the best quality first among equal rates
+    kept_q: list[float] = []
+    kept_r: list[float] = []
+    for index in order:
+        if not kept_q or qualities[index] > kept_q[-1]:
+            kept_q.append(float(qualities[index]))
+            kept_r.append(float(rates[index]))
+    if len(kept_q) < 2:
+        raise ValueError(f"{label}: need 2 or more points of increasing quality (got {len(kept_q)})")
+    return np.array(kept_q), np.log(np.array(kept_r))
+
+
+def bd_rate(
+    anchor_bpp: Sequence[float],
+    anchor_quality: Sequence[float],
+    test_bpp: Sequence[float],
+    test_quality: Sequence[float],
+) -> float:
+    """BD-rate of ``test`` against ``anchor`` in percent; negative means the test needs fewer bits."""
+    anchor_q, anchor_log_r = _frontier(anchor_bpp, anchor_quality, "anchor")
+    test_q, test_log_r = _frontier(test_bpp, test_quality, "test")
+    low, high = max(anchor_q[0], test_q[0]), min(anchor_q[-1], test_q[-1])
+    if not high > low:
+        raise ValueError(
+            f"no quality overlap: anchor spans [{anchor_q[0]:.4g}, {anchor_q[-1]:.4g}], "
+            f"test spans [{test_q[0]:.4g}, {test_q[-1]:.4g}]"
+        )
+    anchor_area = PchipInterpolator(anchor_q, anchor_log_r).integrate(low, high)
+    test_area = PchipInterpolator(test_q, test_log_r).integrate(low, high)
+    return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
+
+
+def bd_rate_curves(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> float:
+    """:func:`bd_rate` of two curves with ``metric`` ("msssim_db" or "psnr") as the quality axis."""
+    if metric not in ("msssim_db", "psnr", "msssim"):
+        raise ValueError(f"unknown metric {metric!r}; use 'msssim_db' or 'psnr'")
+    anchor_bpp, anchor_quality = anchor.values(metric)
+    test_bpp, test_quality = test.values(metric)
+    try:
+        return bd_rate(anchor_bpp, anchor_quality, test_bpp, test_quality)
+    except ValueError as error:
+        raise ValueError(f"BD-rate of {test.name!r} vs {anchor.name!r} in {metric}: {error}") from None

@@ -1,0 +1,164 @@
+"""Rate-distortion curves: points, per-image rows, JSON files, interpolation at a given rate.
+
+Averaging convention (the field's usual one): a point's bpp, MS-SSIM and PSNR are means over images of the
+per-image values, and its MS-SSIM dB is computed from the mean MS-SSIM (not the mean of per-image dB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+from .files import atomic_write_text
+from .metrics import bpp, ms_ssim, msssim_db, psnr
+
+METRICS = ("msssim", "msssim_db", "psnr")
+
+
+@dataclass
+class RDPoint:
+    quality: int | None
+    bpp: float
+    msssim: float
+    msssim_db: float
+    psnr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RDPoint:
+        quality = data.get("quality")
+        return cls(
+            quality=None if quality is None else int(quality),
+            bpp=float(data["bpp"]),
+            msssim=float(data["msssim"]),
+            msssim_db=float(data["msssim_db"]),
+            psnr=float(data["psnr"]),
+        )
+
+
+@dataclass
+class RDCurve:
+    name: str
+    points: list[RDPoint]
+    per_image: list[dict[str, Any]] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "points": [p.to_dict() for p in self.points]}
+        if self.per_image is not None:
+            data["per_image"] = [dict(row) for row in self.per_image]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RDCurve:
+        per_image = data.get("per_image")
+        return cls(
+            name=str(data["name"]),
+            points=[RDPoint.from_dict(p) for p in data["points"]],
+            per_image=None if per_image is None else [dict(row) for row in per_image],
+        )
+
+    def values(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(bpp, metric) arrays of the points, in point order."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+        rates = np.array([p.bpp for p in self.points], dtype=np.float64)
+        return rates, np.array([getattr(p, metric) for p in self.points], dtype=np.float64)
+
+
+def measure(image: str, quality: int, nbytes: int, x_hat, x) -> dict[str, Any]:
+    """One per-image row: the file's size and rate over the original W x H, MS-SSIM and PSNR of x_hat."""
+    height, width = x.shape[-2:]
+    return {
+        "image": image,
+        "quality": int(quality),
+        "bytes": int(nbytes),
+        "bpp": bpp(nbytes, height, width),
+        "msssim": float(ms_ssim(x_hat, x)[0]),
+        "psnr": float(psnr(x_hat, x)[0]),
+    }
+
+
+def point_from_rows(rows: list[Mapping[str, Any]], quality: int | None) -> RDPoint:
+    """Mean point of per-image rows holding ``bpp``, ``msssim`` and ``psnr``."""
+    if not rows:
+        raise ValueError("no rows to average")
+    mean_msssim = float(np.mean([r["msssim"] for r in rows]))
+    return RDPoint(
+        quality=quality,
+        bpp=float(np.mean([r["bpp"] for r in rows])),
+        msssim=mean_msssim,
+        msssim_db=msssim_db(mean_msssim),
+        psnr=float(np.mean([r["psnr"] for r in rows])),
+    )
+
+
+def curve_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> RDCurve:
+    """One point per quality (ascending) from per-image rows with quality, bpp, msssim and psnr."""
+    rows = [dict(row) for row in rows]
+    by_quality: dict[int | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_quality.setdefault(row.get("quality"), []).append(row)
+    order = sorted(by_quality, key=lambda q: (q is None, q if q is not None else 0))
+    return RDCurve(name, [point_from_rows(by_quality[q], q) for q in order], per_image=rows)
+
+
+def save_curves(
+    path: str | Path, curves: Mapping[str, RDCurve], meta: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``{"curves": {name: curve}, "meta": meta}`` as JSON, atomically (temp file + os.replace)."""
+    payload = {"curves": {name: curve.to_dict() for name, curve in curves.items()}, "meta": dict(meta or {})}
+    atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=True))
+
+
+def load_curves(path: str | Path) -> dict[str, RDCurve]:
+    """Curves of a file written by :func:`save_curves`, or of a file holding one bare curve dict."""
+    data = json.loads(Path(path).read_text())
+    if "curves" in data:
+        return {name: RDCurve.from_dict({"name": name, **curve}) for name, curve in data["curves"].items()}
+    if "points" in data:
+        curve = RDCurve.from_dict(data)
+        return {curve.name: curve}
+    raise ValueError(f"{path}: neither a curves file nor a single curve")
+
+
+def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> float:
+    """``metric`` at rate ``bpp``: PCHIP over log(bpp), clamped to the end values outside the curve's range.
+
+    Clamping instead of extrapolating is the conservative choice: the answer is always a value the curve
+    actually reached, never a trend continued past the measurements (a PCHIP or linear extrapolation in
+    log-rate runs away quickly). Note the direction: below the curve's lowest rate a rising curve is
+    over-credited, above its highest rate under-credited. Points with the same rate are averaged.
+    """
+    rates, values = curve.values(metric)
+    if len(rates) == 0:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    if np.any(rates <= 0) or not np.all(np.isfinite(values)):
+        raise ValueError(f"curve {curve.name!r}: rates must be > 0 and {metric} finite")
+    unique_rates, inverse = np.unique(rates, return_inverse=True)
+    means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    if len(unique_rates) == 1:
+        return float(means[0])
+    log_rate = math.log(bpp)
+    log_rates = np.log(unique_rates)
+    if log_rate <= log_rates[0]:
+        return float(means[0])
+    if log_rate >= log_rates[-1]:
+        return float(means[-1])
+    return float(PchipInterpolator(log_rates, means)(log_rate))
+
+
+def gain_over(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
+    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate)."""
+    if not curve.points:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    gains = [getattr(p, metric) - metric_at_rate(anchor, p.bpp, metric) for p in curve.points]
+    return float(np.mean(gains))

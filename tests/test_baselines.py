@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shrink.compression.baselines import (
+    DEFAULT_QUALITIES,
+    codec_curve,
+    downscale_compact,
+    downscale_curve,
+    resolve_codec,
+    run_baselines,
+)
+from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.data import NamedImage, load_images
+
+from .conftest import shared_folder, textured_image
+
+QUALITIES = [20, 60, 90]
+
+
+def _chw(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[NamedImage]:
+    # Odd sizes (not multiples of 2) and > 160 px so 5-scale MS-SSIM fits.
+    shapes = [(177, 193), (168, 170)]
+    arrays = [textured_image(height, width, seed) for seed, (height, width) in enumerate(shapes)]
+    return [NamedImage(f"img{i}", _chw(array)) for i, array in enumerate(arrays)]
+
+
+def _row(curve, image: str, quality: int) -> dict:
+    (row,) = [r for r in curve.per_image if r["image"] == image and r["quality"] == quality]
+    return row
+
+
+@pytest.mark.parametrize("codec_name", ["jpeg", "webp"])
+def test_codec_curve_counts_the_real_file_bytes(images: list[NamedImage], codec_name: str) -> None:
+    codec = resolve_codec(codec_name)
+    curve = codec_curve(images, codec, QUALITIES)
+    assert curve.name == codec_name
+    assert [p.quality for p in curve.points] == QUALITIES
+    assert len(curve.per_image) == len(images) * len(QUALITIES)
+    for image in images:
+        array = image.pixels.permute(1, 2, 0).contiguous().numpy()
+        for quality in QUALITIES:
+            row = _row(curve, image.name, quality)
+            assert row["bytes"] == len(codec.encode(array, quality))
+            height, width = image.size
+            assert row["bpp"] == pytest.approx(8 * row["bytes"] / (height * width))
+    rates = [p.bpp for p in curve.points]
+    quality = [p.msssim for p in curve.points]
+    assert rates == sorted(rates) and quality == sorted(quality)
+    assert all(0.5 < q < 1 for q in quality)
+    first = curve.points[0]
+    assert first.bpp == pytest.approx(np.mean([_row(curve, i.name, 20)["bpp"] for i in images]))
+
+
+def test_downscale_curve_shape_and_bytes(images: list[NamedImage]) -> None:
+    codec = resolve_codec("jpeg")
+    curve = downscale_curve(images, 2, codec, QUALITIES)
+    assert curve.name == "down2-jpeg"
+    assert [p.quality for p in curve.points] == QUALITIES
+    for image in images:
+        compact = downscale_compact(image, 2)
+        height, width = image.size
+        assert compact.shape == ((height + 1) // 2, (width + 1) // 2, 3)
+        for quality in QUALITIES:
+            row = _row(curve, image.name, quality)
+            assert row["bytes"] == len(codec.encode(compact, quality))
+            assert row["bpp"] == pytest.approx(8 * row["bytes"] / (height * width))  # over the ORIGINAL size
+    plain = codec_curve(images, codec, QUALITIES)
+    for small, full in zip(curve.points, plain.points, strict=True):
+        assert small.bpp < 0.5 * full.bpp  # a quarter of the pixels
+        assert small.msssim < full.msssim
+
+
+def test_downscale_ratio_one_is_the_plain_codec(images: list[NamedImage]) -> None:
+    plain = codec_curve(images, "jpeg", [50], threads=1)
+    same = downscale_curve(images, 1, "jpeg", [50], threads=2)
+    assert same.points == plain.points
+
+
+def test_run_baselines_names_and_grids(images: list[NamedImage]) -> None:
+    curves = run_baselines(images[:1], qualities={"jpeg": [30, 70], "down-jpeg": [50, 90]}, codecs=("jpeg",))
+    assert list(curves) == ["jpeg", "down2-jpeg"]
+    assert [p.quality for p in curves["jpeg"].points] == [30, 70]
+    assert [p.quality for p in curves["down2-jpeg"].points] == [50, 90]
+
+
+# Reference figures on Kodak from shared/data/README.md.
+REFERENCE_BD = {"down2-jpeg": -31.4, "webp": -24.2, "avif": -48.0}
+REFERENCE_JPEG = {10: (0.256, 0.894), 50: (0.869, 0.977)}
+
+
+@pytest.fixture(scope="module")
+def kodak_curves() -> dict:
+    images = load_images(shared_folder("kodak"))
+    return run_baselines(images)
+
+
+@pytest.mark.slow
+def test_kodak_bd_rates_match_reference(kodak_curves: dict) -> None:
+    measured = {name: bd_rate_curves(kodak_curves["jpeg"], kodak_curves[name]) for name in REFERENCE_BD}
+    for name, reference in REFERENCE_BD.items():
+        assert measured[name] == pytest.approx(reference, abs=2.0), measured
+
+
+@pytest.mark.slow
+def test_kodak_jpeg_points_match_reference(kodak_curves: dict) -> None:
+    assert {10, 50} <= set(DEFAULT_QUALITIES["jpeg"])
+    points = {p.quality: p for p in kodak_curves["jpeg"].points}
+    for quality, (rate, msssim) in REFERENCE_JPEG.items():
+        assert points[quality].bpp == pytest.approx(rate, abs=0.01)
+        assert points[quality].msssim == pytest.approx(msssim, abs=0.005)

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from shrink.compression.bdrate import bd_rate, bd_rate_curves
+from shrink.compression.metrics import msssim_db
+from shrink.compression.rd import (
+    RDCurve,
+    RDPoint,
+    curve_from_rows,
+    gain_over,
+    load_curves,
+    metric_at_rate,
+    save_curves,
+)
+
+ANCHOR_BPP = [0.25, 0.45, 0.87, 1.4, 2.2]
+ANCHOR_DB = [9.7, 12.7, 16.4, 19.0, 21.5]
+
+
+def test_scaled_rates_give_exactly_minus_twenty_percent() -> None:
+    test_bpp = [0.8 * r for r in ANCHOR_BPP]
+    assert bd_rate(ANCHOR_BPP, ANCHOR_DB, test_bpp, ANCHOR_DB) == pytest.approx(-20.0, abs=1e-9)
+    assert bd_rate(test_bpp, ANCHOR_DB, ANCHOR_BPP, ANCHOR_DB) == pytest.approx(25.0, abs=1e-9)
+    assert bd_rate(ANCHOR_BPP, ANCHOR_DB, ANCHOR_BPP, ANCHOR_DB) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_order_of_points_does_not_matter() -> None:
+    order = [3, 0, 4, 2, 1]
+    shuffled_bpp = [1.1 * ANCHOR_BPP[i] for i in order]
+    shuffled_db = [ANCHOR_DB[i] for i in order]
+    assert bd_rate(ANCHOR_BPP, ANCHOR_DB, shuffled_bpp, shuffled_db) == pytest.approx(10.0, abs=1e-9)
+
+
+def test_quality_shift_on_a_straight_line() -> None:
+    # Anchor: quality = 10 * ln(rate), so ln(rate) = q / 10 (PCHIP reproduces a straight line exactly).
+    # The test reaches every quality 1 dB higher at the same rate: ln(rate_test) = (q - 1) / 10.
+    # The log-rate gap is -0.1 everywhere on the overlap [q_min + 1, q_max]: BD-rate = exp(-0.1) - 1.
+    rates = np.array([0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
+    quality = 10 * np.log(rates)
+    expected = (math.exp(-0.1) - 1) * 100
+    assert bd_rate(rates, quality, rates, quality + 1.0) == pytest.approx(expected, abs=1e-9)
+    assert bd_rate(rates, quality, rates, quality - 1.0) == pytest.approx((math.exp(0.1) - 1) * 100, abs=1e-9)
+
+
+def test_only_the_overlapping_quality_range_counts() -> None:
+    # Anchor on a straight line ln(rate) = q / 10 over q in [-10, 10]; the test follows a line 20 % cheaper
+    # on [-10, 10] but reaches far beyond on both sides: outside the anchor's range it must be ignored.
+    quality = np.linspace(-10, 10, 5)
+    anchor_bpp = np.exp(quality / 10)
+    test_quality = np.linspace(-30, 30, 13)
+    test_bpp = 0.8 * np.exp(test_quality / 10)
+    assert bd_rate(anchor_bpp, quality, test_bpp, test_quality) == pytest.approx(-20.0, abs=1e-9)
+
+
+def test_dominated_points_are_dropped() -> None:
+    # A duplicate quality and a dip at a higher rate are dominated by cheaper points.
+    bpp = [*ANCHOR_BPP, 3.0, 1.0]
+    db = [*ANCHOR_DB, 21.5, 16.0]
+    assert bd_rate(ANCHOR_BPP, ANCHOR_DB, [0.8 * r for r in bpp], db) == pytest.approx(-20.0, abs=1e-9)
+
+
+def test_no_overlap_raises() -> None:
+    with pytest.raises(ValueError, match="no quality overlap"):
+        bd_rate([0.1, 0.2], [5.0, 6.0], [0.3, 0.4], [7.0, 8.0])
+
+
+def test_too_few_points_raise() -> None:
+    with pytest.raises(ValueError, match="2 or more"):
+        bd_rate([0.1], [5.0], [0.3, 0.4], [7.0, 8.0])
+    with pytest.raises(ValueError, match="2 or more"):
+        bd_rate([0.1, 0.2], [5.0, 5.0], [0.3, 0.4], [7.0, 8.0])
+    with pytest.raises(ValueError, match="positive"):
+        bd_rate([0.0, 0.2], [5.0, 6.0], [0.3, 0.4], [7.0, 8.0])
+
+
+def _curve(name: str, bpps: list[float], dbs: list[float]) -> RDCurve:
+    points = [RDPoint(None, b, 1 - 10 ** (-d / 10), d, 20 + d) for b, d in zip(bpps, dbs, strict=True)]
+    return RDCurve(name, points)
+
+
+def test_bd_rate_curves_uses_the_metric_and_names_curves_in_errors() -> None:
+    anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    test = _curve("shrink", [0.8 * r for r in ANCHOR_BPP], ANCHOR_DB)
+    assert bd_rate_curves(anchor, test) == pytest.approx(-20.0, abs=1e-9)
+    assert bd_rate_curves(anchor, test, metric="psnr") == pytest.approx(-20.0, abs=1e-9)
+    far = _curve("far", [1, 2], [50.0, 60.0])
+    with pytest.raises(ValueError, match="'far' vs 'jpeg'"):
+        bd_rate_curves(anchor, far)
+    with pytest.raises(ValueError, match="metric"):
+        bd_rate_curves(anchor, test, metric="ssim")
+
+
+# RD-curve utilities (compression/rd.py) used by the BD-rate above.
+
+
+def test_curve_from_rows_averages_per_quality() -> None:
+    rows = [
+        {"image": "a", "quality": 50, "bytes": 10, "bpp": 1.0, "msssim": 0.9, "psnr": 30.0},
+        {"image": "b", "quality": 50, "bytes": 30, "bpp": 3.0, "msssim": 0.98, "psnr": 34.0},
+        {"image": "a", "quality": 10, "bytes": 5, "bpp": 0.5, "msssim": 0.8, "psnr": 25.0},
+    ]
+    curve = curve_from_rows("x", rows)
+    assert [p.quality for p in curve.points] == [10, 50]
+    point = curve.points[1]
+    assert (point.bpp, point.msssim, point.psnr) == pytest.approx((2.0, 0.94, 32.0))
+    assert point.msssim_db == pytest.approx(msssim_db(0.94))  # dB of the mean, not mean of the dBs
+    assert curve.per_image == rows
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    one = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    row = {"image": "a", "quality": 5, "bpp": 0.1, "msssim": 0.8, "psnr": 24.0}
+    two = curve_from_rows("down2-jpeg", [row])
+    path = tmp_path / "sub" / "curves.json"
+    save_curves(path, {"jpeg": one, "down2-jpeg": two}, {"images": "kodak"})
+    loaded = load_curves(path)
+    assert loaded == {"jpeg": one, "down2-jpeg": two}
+    assert [p.name for p in path.parent.iterdir()] == ["curves.json"]  # no temp file left behind
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(one.to_dict()))
+    assert load_curves(single) == {"jpeg": one}
+
+
+def test_metric_at_rate_interpolates_and_clamps() -> None:
+    curve = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    for rate, value in zip(ANCHOR_BPP, ANCHOR_DB, strict=True):
+        assert metric_at_rate(curve, rate) == pytest.approx(value)
+    middle = metric_at_rate(curve, math.sqrt(0.45 * 0.87))
+    assert 12.7 < middle < 16.4
+    assert metric_at_rate(curve, 0.01) == pytest.approx(ANCHOR_DB[0])
+    assert metric_at_rate(curve, 100.0) == pytest.approx(ANCHOR_DB[-1])
+    assert metric_at_rate(curve, 0.45, metric="psnr") == pytest.approx(32.7)
+
+
+def test_gain_over_anchor() -> None:
+    anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    better = _curve("better", ANCHOR_BPP[1:4], [d + 0.5 for d in ANCHOR_DB[1:4]])
+    assert gain_over(better, anchor) == pytest.approx(0.5)
+    assert gain_over(anchor, anchor) == pytest.approx(0.0)
