@@ -45,21 +45,27 @@ class CodecChannel:
         return self.gradient_mode == "straight-through"
 
     def differentiable(
-        self, compact: torch.Tensor, qualities: Sequence[int], real_decoded: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The decoded image as the ComCNN's loss sees it, with a gradient back to ``compact``."""
+        self,
+        compact: torch.Tensor,
+        qualities: Sequence[int],
+        real_decoded: torch.Tensor | None = None,
+        with_rate: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoded image as the ComCNN's loss sees it, with a gradient back to ``compact``, and (with
+        ``with_rate``) the JPEG rate proxy in bits per compact pixel, per image. The proxy runs once at most.
+        """
         stored = stored_values(compact)
+        proxy = None
+        if self.gradient_mode == "proxy" or with_rate:
+            proxy = self.proxy(stored, self.quality_tensor(qualities, compact.device))
+        rate = proxy["bpp"] if with_rate else None
         if self.gradient_mode == "identity":
-            return stored
+            return stored, rate
         if self.gradient_mode == "straight-through":
             if real_decoded is None:
                 raise ValueError("straight-through needs the real decoded batch")
-            return stored + (real_decoded.to(stored.dtype) - stored).detach()
-        return self.proxy(stored, self.quality_tensor(qualities, compact.device))["x_hat"]
-
-    def rate_bpp(self, compact: torch.Tensor, qualities: Sequence[int]) -> torch.Tensor:
-        """Differentiable JPEG rate proxy, bits per pixel of the compact image, per image."""
-        return self.proxy(stored_values(compact), self.quality_tensor(qualities, compact.device))["bpp"]
+            return stored + (real_decoded.to(stored.dtype) - stored).detach(), rate
+        return proxy["x_hat"], rate
 
     @staticmethod
     def quality_tensor(qualities: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -52,6 +52,12 @@ def _he_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+def _body_and_zero_head(layers: list[nn.Module], width: int) -> tuple[nn.Sequential, nn.Conv2d]:
+    body = nn.Sequential(*layers)
+    _he_init(body)
+    return body, _zero_conv(width)
+
+
 def _zero_conv(in_ch: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_ch, 3, 3, padding=1)
     nn.init.zeros_(conv.weight)
@@ -77,9 +83,7 @@ class ComCNN(nn.Module):
         layers += _conv_block(cfg, first_in, kernel=_downsampling_kernel(ratio), stride=ratio)
         for _ in range(cfg.depth - 3):
             layers += _conv_block(cfg, cfg.width)
-        self.body = nn.Sequential(*layers)
-        _he_init(self.body)
-        self.head = _zero_conv(cfg.width)
+        self.body, self.head = _body_and_zero_head(layers, cfg.width)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         base = bicubic_down(x, self.ratio)
@@ -95,9 +99,7 @@ class RecCNN(nn.Module):
         layers = _conv_block(cfg, 3, norm=False)
         for _ in range(cfg.depth - 2):
             layers += _conv_block(cfg, cfg.width)
-        self.body = nn.Sequential(*layers)
-        _he_init(self.body)
-        self.head = _zero_conv(cfg.width)
+        self.body, self.head = _body_and_zero_head(layers, cfg.width)
 
     def forward(self, up: torch.Tensor) -> dict[str, torch.Tensor]:
         residual = self.head(self.body(up - 0.5))

@@ -32,7 +32,7 @@ from .codecs import JpegCodec, build_codec
 from .config import OptimizerConfig, TrainConfig
 from .data import CropSampler, NamedImage, center_crop, load_images
 from .evaluate import evaluate
-from .metrics import ms_ssim_levels, reconstruction_loss
+from .metrics import bpp, ms_ssim_levels, reconstruction_loss
 from .models import build_model
 from .rd import RDCurve, RDPoint, gain_over
 
@@ -170,7 +170,7 @@ class Trainer:
 
     def _reset_epoch_stats(self) -> None:
         self.epoch_losses: dict[str, list[float]] = {"rec": [], "com": []}
-        self.epoch_bytes: list[float] = []
+        self.epoch_bpp: list[float] = []
         self.epoch_turns: list[str] = []
         self.com_snapshot = copy.deepcopy(
             {"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()}
@@ -221,7 +221,7 @@ class Trainer:
             compact = self.model.compress(x)["compact"]
         decoded, sizes = self.channel.real(compact, qualities)
         decoded = decoded.contiguous(memory_format=self.memory_format)
-        self.epoch_bytes.extend(8.0 * s / (x.shape[-1] * x.shape[-2]) for s in sizes)
+        self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
         with self._autocast():
             out = self.model.reconstruct(decoded, tuple(x.shape[-2:]))
             loss = reconstruction_loss(
@@ -241,15 +241,16 @@ class Trainer:
             real = None
             if self.channel.needs_real_decode():
                 real, sizes = self.channel.real(compact.detach(), qualities)
-                self.epoch_bytes.extend(8.0 * s / (x.shape[-1] * x.shape[-2]) for s in sizes)
-            decoded = self.channel.differentiable(compact, qualities, real)
+                self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
+            decoded, rate = self.channel.differentiable(
+                compact, qualities, real, with_rate=cfg.rate_weight > 0
+            )
             x_hat = self.model.reconstruct(
                 decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:])
             )["x_hat"].float()
             loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
-            if cfg.rate_weight > 0:
-                rate = self.channel.rate_bpp(compact, qualities).mean() / self.model.ratio**2
-                loss = loss + cfg.rate_weight * rate
+            if rate is not None:
+                loss = loss + cfg.rate_weight * rate.mean() / self.model.ratio**2
             if cfg.fidelity_weight > 0:
                 loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
             if cfg.range_weight > 0:
@@ -313,7 +314,7 @@ class Trainer:
             lr_rec=self.opt_rec.param_groups[0]["lr"],
             loss_rec=_mean_or_none(self.epoch_losses["rec"]),
             loss_com=_mean_or_none(self.epoch_losses["com"]),
-            train_bpp=_mean_or_none(self.epoch_bytes),
+            train_bpp=_mean_or_none(self.epoch_bpp),
             dev_bpp=mean.bpp,
             dev_msssim=mean.msssim,
             dev_msssim_db=mean.msssim_db,
