@@ -29,7 +29,7 @@ from .baselines import codec_curve
 from .channel import CodecChannel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .codecs import JpegCodec, build_codec
-from .config import OptimizerConfig, TrainConfig
+from .config import DataConfig, OptimizerConfig, TrainConfig
 from .data import CropSampler, NamedImage, center_crop, load_images
 from .evaluate import evaluate
 from .metrics import bpp, ms_ssim_levels, reconstruction_loss
@@ -41,6 +41,10 @@ DEV_JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95,
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run cannot continue."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """:meth:`Trainer.request_stop` was honoured: ``last.ckpt`` holds the step reached; resume from it."""
 
 
 @dataclass
@@ -123,8 +127,11 @@ class Trainer:
         out_dir: str | Path,
         callback: Callable[[EpochRecord, Trainer], None] | None = None,
         log: Callable[[str], None] = print,
+        dev_jpeg: RDCurve | None = None,
     ):
+        """``dev_jpeg``: the JPEG curve of this config's dev images, when the caller has it cached."""
         self.config, self.out_dir, self.callback, self.log = config, Path(out_dir), callback, log
+        self.stop_requested = False
         seed_everything(config.seed)
         if config.device.threads:
             torch.set_num_threads(config.device.threads)
@@ -149,12 +156,12 @@ class Trainer:
 
         self.sampler = CropSampler(load_images(config.data.train), training.crop, seed=config.seed)
         self.quality_generator = torch.Generator().manual_seed(config.seed + 1)
-        self.dev_images = self._load_dev_images()
+        self.dev_images = load_dev_images(config.data)
         self.codec = build_codec(config.codec)
         self.channel = CodecChannel(
             self.codec, training.gradient_mode, config.codec.subsampling, config.codec.threads
         )
-        self.dev_jpeg = codec_curve(self.dev_images, JpegCodec(), DEV_JPEG_QUALITIES)
+        self.dev_jpeg = dev_jpeg if dev_jpeg is not None else dev_jpeg_curve(self.dev_images)
 
         self.step = 0
         self.history: list[EpochRecord] = []
@@ -163,11 +170,6 @@ class Trainer:
         self._reset_epoch_stats()
 
     # ---- set-up helpers -------------------------------------------------------------------------------
-    def _load_dev_images(self) -> list[NamedImage]:
-        data = self.config.data
-        images = load_images(data.dev, limit=data.dev_max_images)
-        return [NamedImage(image.name, center_crop(image.pixels, data.dev_max_side)) for image in images]
-
     def _reset_epoch_stats(self) -> None:
         self.epoch_losses: dict[str, list[float]] = {"rec": [], "com": []}
         self.epoch_bpp: list[float] = []
@@ -359,6 +361,11 @@ class Trainer:
                     stopped_by_budget = self.step < self.total_steps
                     self.log(f"time budget of {budget:.0f}s reached at step {self.step}")
                     break
+                if self.stop_requested:
+                    self.elapsed_before += time.monotonic() - start
+                    start = time.monotonic()
+                    self.save(self.out_dir / "last.ckpt")
+                    raise TrainingInterrupted(f"stopped at step {self.step}; resume from {self.out_dir}")
         finally:
             self.elapsed_before += time.monotonic() - start
             self.channel.close()
@@ -367,6 +374,13 @@ class Trainer:
         return TrainResult(
             self.history, self.dev_curve, self.dev_jpeg, self.out_dir / "last.ckpt", stopped_by_budget
         )
+
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint after the current step and raise :class:`TrainingInterrupted`.
+
+        Safe to call from a signal handler: it only sets a flag.
+        """
+        self.stop_requested = True
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -411,11 +425,24 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.history = [EpochRecord(**record) for record in json.loads(state["history"])]
+        if self.history:
+            points = [RDPoint.from_dict(point) for point in self.history[-1].dev_points]
+            self.dev_curve = RDCurve("shrink", points)
         self._reset_epoch_stats()
 
     def resume(self, path: str | Path) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
         self.log(f"resumed from {path} at step {self.step} (epoch {self.epoch})")
+
+
+def load_dev_images(data: DataConfig) -> list[NamedImage]:
+    images = load_images(data.dev, limit=data.dev_max_images)
+    return [NamedImage(image.name, center_crop(image.pixels, data.dev_max_side)) for image in images]
+
+
+def dev_jpeg_curve(dev_images: list[NamedImage]) -> RDCurve:
+    """The JPEG anchor for dev gains: many qualities, so interpolation at any trained rate is tight."""
+    return codec_curve(dev_images, JpegCodec(), DEV_JPEG_QUALITIES)
 
 
 def _resume_key(config: TrainConfig) -> dict:

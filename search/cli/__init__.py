@@ -7,9 +7,19 @@ import sys
 
 COMMANDS = {
     "train": ("shrink.search.cli.train", "train one config (TOML preset + --set overrides)"),
-    "eval": ("shrink.search.cli.evaluate", "evaluate a checkpoint on an image folder"),
+    "eval": ("shrink.search.cli.evaluate", "evaluate a checkpoint or bundle on an image folder"),
     "baselines": ("shrink.search.cli.baselines", "JPEG, downscale+bicubic, WebP and AVIF curves"),
     "bdrate": ("shrink.search.cli.bdrate", "BD-rate of one RD curve against another"),
+    "demo": ("shrink.search.cli.demo", "the demo study end to end (the README's main job)"),
+    "study": (
+        "shrink.search.cli.study",
+        "create a study from a spec: shrink study create SPEC --storage URL",
+    ),
+    "worker": ("shrink.search.cli.worker", "run trials of a study until its budget is reached"),
+    "launch": ("shrink.search.cli.launch", "one worker per GPU (or K CPU workers) on one study"),
+    "trial": ("shrink.search.cli.trial", "run one trial asked with `optuna ask`"),
+    "space": ("shrink.search.cli.space", "print a spec's search space as `optuna ask --search-space` JSON"),
+    "export": ("shrink.search.cli.export", "export trials as bundles (config, safetensors, metrics)"),
 }
 
 

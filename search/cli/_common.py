@@ -6,12 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from shrink.compression.bundle import BundleError
 from shrink.compression.checkpoint import CheckpointError
 from shrink.compression.config import ConfigError
 from shrink.compression.data import ImageLoadError
 from shrink.compression.rd import RDCurve, metric_at_rate
 
-USER_ERRORS = (ConfigError, ImageLoadError, CheckpointError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, ImageLoadError, CheckpointError, BundleError, FileNotFoundError, ValueError)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,11 +1,11 @@
-"""shrink eval CHECKPOINT --data DIR [--qualities Q ...] --json OUT"""
+"""shrink eval CHECKPOINT_OR_BUNDLE --data DIR [--qualities Q ...] --json OUT"""
 
 from __future__ import annotations
 
 import argparse
 
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
-from shrink.compression.checkpoint import model_from_checkpoint
+from shrink.compression.bundle import bundle_sha256, is_bundle, load_model
 from shrink.compression.codecs import JpegCodec, build_codec
 from shrink.compression.data import load_images
 from shrink.compression.evaluate import evaluate
@@ -15,8 +15,12 @@ from ._common import ArgumentParser, format_rd_table, run_command
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="shrink eval", description="Evaluate a checkpoint on full images.")
-    parser.add_argument("checkpoint", help="a training checkpoint (last.ckpt / best.ckpt)")
+    parser = ArgumentParser(
+        prog="shrink eval", description="Evaluate a checkpoint or an export bundle on full images."
+    )
+    parser.add_argument(
+        "checkpoint", help="a training checkpoint (last.ckpt / best.ckpt) or an export bundle directory"
+    )
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
     parser.add_argument(
         "--qualities",
@@ -31,11 +35,14 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, config = model_from_checkpoint(args.checkpoint)
+    model, config = load_model(args.checkpoint)
+    meta = {"checkpoint": str(args.checkpoint), "data": args.data}
+    if is_bundle(args.checkpoint):  # tag the curve with the identity of what was evaluated
+        meta["bundle_sha256"] = bundle_sha256(args.checkpoint)
     images = load_images(args.data)
     curve = evaluate(model, images, args.qualities, build_codec(config.codec), name=args.name, progress=True)
     jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
-    save_curves(args.json, {curve.name: curve}, {"checkpoint": str(args.checkpoint), "data": args.data})
+    save_curves(args.json, {curve.name: curve}, meta)
     print(format_rd_table(curve, jpeg))
     print(f"wrote {args.json}")
     return 0

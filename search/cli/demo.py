@@ -1,0 +1,58 @@
+"""shrink demo: the main job. A SQLite study from studies/demo.toml on the sample photos, run to its budget,
+its Pareto front printed beside the dev JPEG curve, the best bundle exported, and how to look at it all."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shrink.search.export import export_trial
+from shrink.search.results import format_front, front_rows
+from shrink.search.spec import load_spec
+from shrink.search.storage import StorageError
+from shrink.search.study import attach, create
+from shrink.search.worker import Worker, trials_used
+
+from ._common import ArgumentParser, run_command
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="shrink demo", description="Run the demo study end to end.")
+    parser.add_argument("--spec", default="studies/demo.toml")
+    parser.add_argument("--out", default="runs/demo", help="study.db, trial runs and bundles go here")
+    parser.add_argument("--study-name", default=None, help="default: the spec's name")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{out / 'study.db'}"
+    name = args.study_name or spec.spec.name
+    try:
+        handle = attach(url, name, spec)
+        print(f"continuing study {name!r} in {url}")
+    except StorageError:
+        create(spec, url, name)
+        handle = attach(url, name, spec)
+        print(f"created study {name!r} in {url}")
+    budget = spec.spec.budget.n_trials
+    progress = lambda trial: print(f"-- {trials_used(handle.study)}/{budget} trials used")  # noqa: E731
+    Worker(handle, out / "runs", log=print, on_trial_end=progress).run()
+
+    rows = front_rows(handle.study, handle.dev_jpeg)
+    print(f"\nPareto front ({len(rows)} trials) beside the dev JPEG curve at the same bpp:")
+    print(format_front(rows))
+    if rows:
+        best = max(rows, key=lambda row: row.gain_db)
+        trial = handle.study.get_trials(deepcopy=False)[best.trial]
+        bundle = export_trial(handle.study, trial, out / "bundles", overwrite=True)
+        print(f"\nbest bundle (trial {best.trial}, {best.gain_db:+.3f} dB over JPEG): {bundle}")
+    print(f"\nlook at the study:  .venv/bin/optuna-dashboard {url}")
+    print(f"                    .venv/bin/optuna trials --storage {url} --study-name {name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)

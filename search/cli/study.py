@@ -1,0 +1,37 @@
+"""shrink study create SPEC --storage URL [--study-name N]"""
+
+from __future__ import annotations
+
+import argparse
+
+from shrink.search.spec import load_spec
+from shrink.search.storage import redact
+from shrink.search.study import create
+
+from ._common import ArgumentParser, run_command
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="shrink study", description="Create a study from a spec.")
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
+    create_parser = actions.add_parser("create", help="validate SPEC and create the study (nothing on error)")
+    create_parser.add_argument("spec", help="study spec TOML, e.g. studies/demo.toml")
+    create_parser.add_argument(
+        "--storage", required=True, help="sqlite:///FILE, postgresql+psycopg://..., journal:FILE"
+    )
+    create_parser.add_argument("--study-name", help="default: the spec's name")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    handle = create(load_spec(args.spec), args.storage, args.study_name)
+    print(
+        f"created study {handle.study.study_name!r} in {redact(args.storage)} "
+        f"({handle.spec.spec.objective.mode} objective, {len(handle.spec.spec.space)} space entries, "
+        f"{handle.spec.spec.budget.n_trials} trials)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)

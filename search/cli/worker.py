@@ -1,0 +1,51 @@
+"""shrink worker --storage URL --study-name N [--spec SPEC] [--n-trials K] [--timeout S]"""
+
+from __future__ import annotations
+
+import argparse
+
+from shrink.search.spec import load_spec
+from shrink.search.study import attach
+from shrink.search.trial_runner import default_run_root
+from shrink.search.worker import Worker
+
+from ._common import ArgumentParser, run_command
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage", required=True, help="sqlite:///FILE, postgresql+psycopg://..., journal:FILE"
+    )
+    parser.add_argument("--study-name", required=True)
+    parser.add_argument(
+        "--spec", help="study spec TOML: checked against the stored one (stored if the study has none)"
+    )
+    parser.add_argument("--run-root", help="trial folders (checkpoints); default: beside the storage file")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="shrink worker", description="Run trials until the study's budget is reached."
+    )
+    add_study_arguments(parser)
+    parser.add_argument("--n-trials", type=int, help="stop after this many trials (default: study budget)")
+    parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    parser.add_argument(
+        "--worker-index", type=int, default=0, help="offsets the sampler seed (set by launch)"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec) if args.spec else None
+    handle = attach(args.storage, args.study_name, spec, sampler_seed_offset=args.worker_index)
+    run_root = args.run_root or default_run_root(args.storage)
+    result = Worker(handle, run_root).run(n_trials=args.n_trials, timeout=args.timeout)
+    states = list(result.trials.values())
+    counts = ", ".join(f"{states.count(state)} {state}" for state in sorted(set(states)))
+    print(f"worker done: {len(states)} trials ({counts})")
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)

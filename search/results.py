@@ -1,0 +1,58 @@
+"""Plain data about a study's results (no printing, no plotting): the Pareto front against JPEG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from shrink.compression.metrics import msssim_db
+from shrink.compression.rd import RDCurve, metric_at_rate
+
+
+@dataclass
+class FrontRow:
+    trial: int
+    bpp: float
+    msssim: float
+    jpeg_msssim: float  # the dev JPEG curve's MS-SSIM at the same bpp (PCHIP on log-rate)
+    gain_db: float  # MS-SSIM dB over JPEG at that bpp
+    params: dict
+
+
+def completed_points(study: optuna.Study) -> list[FrozenTrial]:
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("rd_point")
+    ]
+
+
+def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
+    """The Pareto front's trials (best trial for one objective), by bpp, each beside JPEG at its bpp."""
+    if not completed_points(study):
+        return []
+    rows = []
+    for trial in study.best_trials:
+        point = trial.user_attrs["rd_point"]
+        jpeg_db = metric_at_rate(dev_jpeg, point["dev_bpp"], "msssim_db")
+        rows.append(
+            FrontRow(
+                trial=trial.number,
+                bpp=point["dev_bpp"],
+                msssim=point["dev_msssim"],
+                jpeg_msssim=1 - 10 ** (-jpeg_db / 10),
+                gain_db=msssim_db(point["dev_msssim"]) - jpeg_db,
+                params=dict(trial.params),
+            )
+        )
+    return sorted(rows, key=lambda row: row.bpp)
+
+
+def format_front(rows: list[FrontRow]) -> str:
+    lines = [f"{'trial':>5} {'bpp':>7} {'MS-SSIM':>8} {'JPEG @bpp':>9} {'gain dB':>8}"]
+    lines += [
+        f"{r.trial:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}" for r in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,328 @@
+"""Study specs: one TOML file -> a validated :class:`StudySpec` -> a TrainConfig per trial.
+
+A spec names a base training config (a preset file and/or an inline ``[base]`` table), the data, the
+per-trial budget, the search space over dotted TrainConfig paths, the objective, the pruner and the sampler.
+Everything is validated before any storage is touched: a bad spec raises :class:`SpecError` naming the field
+path (e.g. ``space.model.comcnn.depth.low``), and nothing is created.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shrink.compression.config import ConfigError, TrainConfig, format_validation_error, tomllib
+
+SWITCH_PREFIX = "switch."  # space entries that only gate others (``when``) and set no config field
+Choice = str | int | float | bool | None
+OPTUNA_PRUNERS = ("median", "successive-halving", "hyperband")
+
+
+class SpecError(ConfigError):
+    """A study spec that does not validate; the message starts with the field path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Param(Strict):
+    when: dict[str, Choice | list[Choice]] | None = Field(
+        None, description="only sampled when every named earlier parameter takes one of these values"
+    )
+
+    def allowed(self, name: str) -> list[Choice]:
+        values = (self.when or {})[name]
+        return values if isinstance(values, list) else [values]
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> IntParam:
+        _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> FloatParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Choice] = Field(min_length=1)
+
+    def values_to_check(self) -> list[Any]:
+        return list(self.choices)
+
+
+class FixedParam(_Param):
+    type: Literal["fixed"]
+    value: Any
+
+    def values_to_check(self) -> list[Any]:
+        return [self.value]
+
+
+Param = Annotated[IntParam | FloatParam | CategoricalParam | FixedParam, Field(discriminator="type")]
+
+
+def _check_range(low, high, log: bool, step) -> None:
+    if low > high:
+        raise ValueError(f"empty range: low ({low}) > high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0, got {low}")
+    if log and step is not None:
+        raise ValueError("step and log cannot be used together")
+
+
+class DataSpec(Strict):
+    train: str | None = Field(None, description="image folder or samples:train; default: the base config's")
+    dev: str | None = None
+    dev_max_images: int | None = Field(None, ge=1)
+
+
+class BudgetSpec(Strict):
+    n_trials: int = Field(12, ge=1, description="the study is done when this many trials finished")
+    epochs: int | None = Field(None, ge=1, description="epochs per trial (default: the base config's)")
+    steps_per_epoch: int | None = Field(None, ge=1)
+    crop: int | None = Field(None, ge=16)
+    batch_size: int | None = Field(None, ge=1)
+    trial_time_s: float | None = Field(None, gt=0, description="per-trial time budget")
+
+
+class ObjectiveSpec(Strict):
+    mode: Literal["multi", "gain"] = Field(
+        "multi", description="multi: minimise dev bpp, maximise dev MS-SSIM; gain: maximise dB over JPEG"
+    )
+
+
+class PrunerSpec(Strict):
+    name: Literal["none", "gain-halving", "pareto-halving", "median", "successive-halving", "hyperband"] = (
+        "pareto-halving"
+    )
+    min_epochs: int = Field(1, ge=1, description="first rung (epochs)")
+    reduction_factor: int = Field(3, ge=2)
+    min_peers: int = Field(3, ge=1, description="trials needed at a rung before anything is pruned")
+
+
+class SamplerSpec(Strict):
+    name: Literal["tpe", "random", "nsga2", "gp"] = "tpe"
+    n_startup_trials: int = Field(5, ge=0, description="random trials before TPE / GP model the space")
+
+
+class StudySpec(Strict):
+    name: str = Field("shrink", min_length=1, description="default study name")
+    seed: int = 0
+    base_preset: str | None = Field(None, description="TOML preset, relative to the spec file")
+    base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig values over the preset")
+    data: DataSpec = DataSpec()
+    budget: BudgetSpec = BudgetSpec()
+    objective: ObjectiveSpec = ObjectiveSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    space: dict[str, Param] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pruner_fits_objective(self) -> StudySpec:
+        if self.pruner.name in OPTUNA_PRUNERS and self.objective.mode != "gain":
+            raise ValueError(
+                f"pruner.name = {self.pruner.name!r} is one of Optuna's single-objective pruners; it needs "
+                "objective.mode = 'gain' (multi-objective studies use 'gain-halving' or 'pareto-halving')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _conditions_refer_backwards(self) -> StudySpec:
+        seen: dict[str, Any] = {}
+        for name, param in self.space.items():
+            for other in param.when or {}:
+                if other not in seen:
+                    raise ValueError(f"space.{name}.when: {other!r} is not a parameter declared before it")
+                choices = seen[other].values_to_check()
+                bad = [value for value in param.allowed(other) if value not in choices]
+                if bad:
+                    raise ValueError(f"space.{name}.when: {other} never takes {bad}")
+            seen[name] = param
+        return self
+
+    # ---- the resolved base config ---------------------------------------------------------------------
+    def base_dict(self, resolved_preset: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Preset ⊕ [base] ⊕ [data] ⊕ [budget], as a TrainConfig dict (not yet validated)."""
+        data = copy.deepcopy(resolved_preset or {})
+        _deep_merge(data, self.base)
+        for key, value in self.data.model_dump(exclude_none=True).items():
+            data.setdefault("data", {})[key] = value
+        budget = self.budget.model_dump(exclude_none=True)
+        training = data.setdefault("training", {})
+        for key in ("epochs", "steps_per_epoch", "crop", "batch_size"):
+            if key in budget:
+                training[key] = budget[key]
+        if "trial_time_s" in budget:
+            training["time_budget_s"] = budget["trial_time_s"]
+        data["seed"] = self.seed
+        return data
+
+
+class ResolvedSpec(BaseModel):
+    """A spec plus its fully resolved base config: what a study stores and what workers compare."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    spec: StudySpec
+    base_config: TrainConfig
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())  # key order kept: ``when`` refers to earlier space entries
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "base_config": self.base_config.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_json(cls, text: str) -> ResolvedSpec:
+        data = json.loads(text)
+        return cls(
+            spec=StudySpec.model_validate(data["spec"]),
+            base_config=TrainConfig.model_validate(data["base_config"]),
+        )
+
+
+def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` (or ``codec.quality_range.0``: a list element) in a nested dict, creating tables."""
+    keys = dotted.split(".")
+    node: Any = data
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _config_paths(config: TrainConfig) -> set[str]:
+    paths: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{prefix}{index}.")
+        paths.add(prefix.rstrip("."))
+
+    walk(config.model_dump(mode="json"), "")
+    return paths
+
+
+def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
+    """Validate a spec dict: its own fields, the base config, and every space entry against TrainConfig."""
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+    preset = _load_preset(spec, spec_dir)
+    base_data = spec.base_dict(preset)
+    base_config = _validate_config(base_data, "base")
+    paths = _config_paths(base_config)
+    for name, param in spec.space.items():
+        if name.startswith(SWITCH_PREFIX):
+            continue
+        if name not in paths:
+            close = difflib.get_close_matches(name, sorted(paths), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"space.{name}: not a TrainConfig field{hint}")
+        for value in param.values_to_check():
+            trial_data = copy.deepcopy(base_data)
+            set_path(trial_data, name, value)
+            _validate_config(trial_data, f"space.{name}", value)
+    return ResolvedSpec(spec=spec, base_config=base_config)
+
+
+def _load_preset(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
+    if spec.base_preset is None:
+        return {}
+    path = (spec_dir / spec.base_preset).resolve()
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"base_preset: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"base_preset: {path} is not valid TOML: {error}") from None
+
+
+def _validate_config(data: dict[str, Any], where: str, value: Any = None) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        about = f" = {value!r}" if value is not None else ""
+        raise SpecError(f"{where}{about}: {format_validation_error(error)}") from None
+
+
+def load_spec(path: str | Path) -> ResolvedSpec:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    return validate_spec(data, path.parent)
+
+
+def spec_diff(stored: ResolvedSpec, given: ResolvedSpec) -> list[str]:
+    """Readable lines, one per differing leaf: ``path: stored -> given``."""
+    left, right = _flatten(stored.to_dict()), _flatten(given.to_dict())
+    return [
+        f"{key}: {left.get(key, '<absent>')!r} -> {right.get(key, '<absent>')!r}"
+        for key in sorted(set(left) | set(right))
+        if left.get(key, "<absent>") != right.get(key, "<absent>")
+    ]
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}

@@ -1,0 +1,152 @@
+"""Creating and attaching to studies: the spec and the dev JPEG curve live in the study's user attributes.
+
+``create(spec, url, name)`` validates first and writes nothing for a bad spec. ``attach(url, name, spec)``
+loads a study for a worker: with a spec it must equal the stored one (else :class:`SpecMismatch` with the
+differing fields); a study made by ``optuna create-study`` gets the given spec stored on first attach.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import optuna
+
+from shrink.compression.rd import RDCurve
+from shrink.compression.trainer import dev_jpeg_curve, load_dev_images
+
+from .spec import ResolvedSpec, SpecError, spec_diff
+from .storage import StorageError, open_storage, redact
+
+SPEC_ATTR = "shrink_spec"
+DEV_JPEG_ATTR = "dev_jpeg"
+OBJECTIVES = {
+    "multi": (["minimize", "maximize"], ["dev_bpp", "dev_msssim"]),
+    "gain": (["maximize"], ["dev_gain_db"]),
+}
+
+
+class SpecMismatch(SpecError):
+    """A worker's spec differs from the one stored with the study."""
+
+
+@dataclass
+class StudyHandle:
+    study: optuna.Study
+    spec: ResolvedSpec
+    dev_jpeg: RDCurve
+    url: str
+
+
+def directions(spec: ResolvedSpec) -> list[str]:
+    return OBJECTIVES[spec.spec.objective.mode][0]
+
+
+def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> StudyHandle:
+    """A new study holding the spec and its dev JPEG curve; refuses an existing name."""
+    name = study_name or spec.spec.name
+    dev_jpeg = dev_jpeg_curve(load_dev_images(spec.base_config.data))  # fails before storage is touched
+    storage = open_storage(url)
+    directions_, metric_names = OBJECTIVES[spec.spec.objective.mode]
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions_)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise SpecError(
+            f"study {name!r} already exists in {redact(url)}; attach workers to it instead"
+        ) from None
+    study.set_metric_names(metric_names)
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
+    return StudyHandle(study, spec, dev_jpeg, url)
+
+
+def attach(
+    url: str, study_name: str, spec: ResolvedSpec | None = None, sampler_seed_offset: int = 0
+) -> StudyHandle:
+    """Load a study for a worker, checking (or storing) its spec and building the sampler it asks."""
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise StorageError(f"no study named {study_name!r} in {redact(url)}") from None
+    stored = stored_spec(study)
+    if stored is None:
+        if spec is None:
+            raise SpecError(f"study {study_name!r} has no stored spec; pass --spec SPEC to attach one")
+        _adopt(study, spec)
+        stored = spec
+    elif spec is not None:
+        diff = spec_diff(stored, spec)
+        if diff:
+            raise SpecMismatch(
+                f"spec differs from the one stored with study {study_name!r}: "
+                + "; ".join(diff[:8])
+                + (f" (and {len(diff) - 8} more)" if len(diff) > 8 else "")
+            )
+    dev_jpeg = _cached_dev_jpeg(study, stored)
+    study.sampler = build_sampler(stored, sampler_seed_offset)
+    study.pruner = build_optuna_pruner(stored)
+    return StudyHandle(study, stored, dev_jpeg, url)
+
+
+def stored_spec(study: optuna.Study) -> ResolvedSpec | None:
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        return None
+    return ResolvedSpec.from_json(raw if isinstance(raw, str) else json.dumps(raw))
+
+
+def _adopt(study: optuna.Study, spec: ResolvedSpec) -> None:
+    """A study created by ``optuna create-study``: check its directions, then store the spec."""
+    wanted = [optuna.study.StudyDirection[d.upper()] for d in directions(spec)]
+    if list(study.directions) != wanted:
+        have = [d.name.lower() for d in study.directions]
+        raise SpecMismatch(
+            f"study directions {have} do not match objective.mode = {spec.spec.objective.mode!r} "
+            f"({directions(spec)})"
+        )
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+
+
+def _cached_dev_jpeg(study: optuna.Study, spec: ResolvedSpec) -> RDCurve:
+    raw = study.user_attrs.get(DEV_JPEG_ATTR)
+    if raw is not None:
+        return RDCurve.from_dict(raw)
+    curve = dev_jpeg_curve(load_dev_images(spec.base_config.data))
+    study.set_user_attr(DEV_JPEG_ATTR, curve.to_dict())
+    return curve
+
+
+def build_sampler(spec: ResolvedSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """Samplers are not stored by Optuna: every worker builds its own from the spec (seed + worker index)."""
+    sampler = spec.spec.sampler
+    seed = spec.spec.seed + seed_offset
+    if sampler.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sampler.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if sampler.name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=sampler.n_startup_trials)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=sampler.n_startup_trials, multivariate=True, constant_liar=True
+    )
+
+
+def build_optuna_pruner(spec: ResolvedSpec) -> optuna.pruners.BasePruner:
+    """Optuna's own pruners (single-objective ``gain`` studies); the others are ours (see pruning.py)."""
+    pruner = spec.spec.pruner
+    if pruner.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=pruner.min_peers, n_warmup_steps=pruner.min_epochs - 1
+        )
+    if pruner.name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=pruner.min_epochs, reduction_factor=pruner.reduction_factor
+        )
+    if pruner.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=pruner.min_epochs,
+            max_resource=spec.base_config.training.epochs,
+            reduction_factor=pruner.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()

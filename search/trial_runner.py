@@ -1,0 +1,189 @@
+"""One Optuna trial = one full alternating training run, reporting per epoch and pruned when losing.
+
+Read top to bottom: sample the config, pick the run folder (keyed by the *original* trial, so a retried
+trial resumes its predecessor's checkpoint), train with a per-epoch callback that records the epoch in the
+trial's user attributes and asks the pruner, then return the objective values of the best epoch (the one
+``best.ckpt`` holds).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+
+from shrink.compression.trainer import EpochRecord, Trainer
+
+from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
+from .space import config_for, suggest
+from .spec import OPTUNA_PRUNERS
+from .storage import journal_path
+from .study import StudyHandle
+
+EPOCHS_ATTR = "epochs"
+
+
+def original_number(trial: FrozenTrial) -> int:
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial.number if retried is None else int(retried)
+
+
+def default_run_root(url: str) -> Path:
+    """Trial folders beside a file storage (``study.db`` -> ``study.runs/``), else ``./shrink-runs``."""
+    journal = journal_path(url)
+    if journal is not None:
+        return journal.with_suffix(".runs")
+    match = re.match(r"sqlite:///(.+)$", url)
+    if match and match.group(1) != ":memory:":
+        return Path(match.group(1)).with_suffix(".runs")
+    return Path("shrink-runs")
+
+
+def epoch_summary(record: EpochRecord) -> dict[str, Any]:
+    """What a trial keeps per epoch: the learning curve the pruners and reports read."""
+    return {
+        "epoch": record.epoch,
+        "step": record.step,
+        "seconds": round(record.seconds, 3),
+        "dev_bpp": record.dev_bpp,
+        "dev_msssim": record.dev_msssim,
+        "dev_msssim_db": record.dev_msssim_db,
+        "dev_psnr": record.dev_psnr,
+        "dev_gain_db": record.dev_gain_db,
+        "rolled_back": record.rolled_back,
+        "partial": record.partial,
+    }
+
+
+def study_curves(study: optuna.Study) -> dict[int, list[EpochPoint]]:
+    """Every trial's recorded epochs, keyed by original trial number (a retry replaces its predecessor)."""
+    curves: dict[int, list[EpochPoint]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        epochs = trial.user_attrs.get(EPOCHS_ATTR)
+        if epochs:
+            curves[original_number(trial)] = [
+                EpochPoint.from_record(r) for r in epochs if not r.get("partial")
+            ]
+    return curves
+
+
+class TrialRunner:
+    """The objective function workers hand to Optuna: ``runner(trial) -> values``."""
+
+    def __init__(self, handle: StudyHandle, run_root: str | Path, log: Callable[[str], None] = print):
+        self.handle, self.run_root, self.log = handle, Path(run_root), log
+        self.spec = handle.spec
+        self.trainer: Trainer | None = None
+        self.stop_requested = False
+        self.last_trial_number: int | None = None
+        pruner = self.spec.spec.pruner
+        self.mo_pruner: MultiObjectivePruner | None = None
+        if pruner.name not in OPTUNA_PRUNERS:
+            self.mo_pruner = build_mo_pruner(
+                pruner.name,
+                min_epochs=pruner.min_epochs,
+                reduction_factor=pruner.reduction_factor,
+                min_peers=pruner.min_peers,
+                max_epochs=self.spec.base_config.training.epochs,
+            )
+
+    def request_stop(self) -> None:
+        """From a signal handler: the running trial checkpoints after its current step and stops."""
+        self.stop_requested = True
+        if self.trainer is not None:
+            self.trainer.request_stop()
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.last_trial_number = trial.number
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            self.trainer = None
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        started = time.monotonic()
+        config = config_for(self.spec, suggest(trial, self.spec))
+        original = original_number(_frozen(trial))
+        run_dir = self.run_root / self.handle.study.study_name / f"trial-{original:05d}"
+        dev_jpeg = self.handle.dev_jpeg if config.data == _with_qualities(self.spec, config) else None
+        prefix = f"[trial {trial.number}] "
+        self.trainer = trainer = Trainer(
+            config,
+            run_dir,
+            callback=self._on_epoch(trial, original),
+            log=lambda text: self.log(prefix + text),
+            dev_jpeg=dev_jpeg,
+        )
+        if self.stop_requested:
+            trainer.request_stop()
+        trial.set_user_attr("original_trial", original)
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("device", _device_name(trainer.device))
+        if (run_dir / "last.ckpt").is_file():
+            trainer.resume(run_dir / "last.ckpt")
+            trial.set_user_attr(EPOCHS_ATTR, [epoch_summary(r) for r in trainer.history])
+        if trainer.step < trainer.total_steps:
+            trainer.run()
+        best = max(trainer.history, key=lambda record: record.dev_gain_db)
+        trial.set_user_attr("checkpoint", str(run_dir / "best.ckpt"))
+        trial.set_user_attr("wall_s", round(trainer.elapsed_before, 1))
+        trial.set_user_attr("worker_wall_s", round(time.monotonic() - started, 1))
+        trial.set_user_attr("rd_point", epoch_summary(best))
+        trial.set_user_attr("dev_points", best.dev_points)
+        if self.spec.spec.objective.mode == "gain":
+            return best.dev_gain_db
+        return best.dev_bpp, best.dev_msssim
+
+    def _on_epoch(self, trial: optuna.Trial, original: int) -> Callable[[EpochRecord, Trainer], None]:
+        def on_epoch(record: EpochRecord, trainer: Trainer) -> None:
+            epochs = [epoch_summary(r) for r in trainer.history]
+            trial.set_user_attr(EPOCHS_ATTR, epochs)
+            if record.partial:
+                return
+            if self.mo_pruner is None:
+                trial.report(record.dev_gain_db, record.epoch)
+                if trial.should_prune():
+                    reason = (
+                        f"Optuna {self.spec.spec.pruner.name} pruner at epoch {record.epoch}: gain "
+                        f"{record.dev_gain_db:+.3f} dB"
+                    )
+                    trial.set_user_attr("prune_reason", reason)
+                    raise optuna.TrialPruned(reason)
+                return
+            curves = study_curves(self.handle.study)
+            curves[original] = [EpochPoint.from_record(r) for r in epochs if not r["partial"]]
+            decision = self.mo_pruner.decide(original, curves)
+            if decision is not None:
+                trial.set_user_attr("pruned", decision.to_dict())
+                trial.set_user_attr("prune_reason", decision.reason())
+                raise optuna.TrialPruned(decision.reason())
+
+        return on_epoch
+
+
+def _frozen(trial: optuna.Trial) -> FrozenTrial:
+    """The stored trial (its system attributes say whether it retries an earlier one)."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def _with_qualities(spec, config):
+    """The base config's data section with this trial's dev qualities: equal means the cached curve fits."""
+    return spec.base_config.data.model_copy(update={"dev_qualities": config.data.dev_qualities})
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
