@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/shrink train --config studies/presets/demo.toml --out runs/demo
+	$(BIN)/shrink demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

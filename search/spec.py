@@ -57,6 +57,14 @@ class IntParam(_Param):
     def values_to_check(self) -> list[Any]:
         return [self.low, self.high]
 
+    def takes(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
 
 class FloatParam(_Param):
     type: Literal["float"]
@@ -75,6 +83,11 @@ class FloatParam(_Param):
     def values_to_check(self) -> list[Any]:
         return [self.low, self.high]
 
+    def takes(self, value: Any) -> bool:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+        )
+
 
 class CategoricalParam(_Param):
     type: Literal["categorical"]
@@ -82,6 +95,9 @@ class CategoricalParam(_Param):
 
     def values_to_check(self) -> list[Any]:
         return list(self.choices)
+
+    def takes(self, value: Any) -> bool:
+        return value in self.choices
 
 
 class FixedParam(_Param):
@@ -91,8 +107,12 @@ class FixedParam(_Param):
     def values_to_check(self) -> list[Any]:
         return [self.value]
 
+    def takes(self, value: Any) -> bool:
+        return value == self.value
+
 
 Param = Annotated[IntParam | FloatParam | CategoricalParam | FixedParam, Field(discriminator="type")]
+PARAM_TYPES = ("int", "float", "categorical", "fixed")
 
 
 def _check_range(low, high, log: bool, step) -> None:
@@ -167,8 +187,7 @@ class StudySpec(Strict):
             for other in param.when or {}:
                 if other not in seen:
                     raise ValueError(f"space.{name}.when: {other!r} is not a parameter declared before it")
-                choices = seen[other].values_to_check()
-                bad = [value for value in param.allowed(other) if value not in choices]
+                bad = [value for value in param.allowed(other) if not seen[other].takes(value)]
                 if bad:
                     raise ValueError(f"space.{name}.when: {other} never takes {bad}")
             seen[name] = param
@@ -259,10 +278,11 @@ def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(format_validation_error(error)) from None
+        raise SpecError(_format_spec_error(error)) from None
     preset = _load_preset(spec, spec_dir)
     base_data = spec.base_dict(preset)
     base_config = _validate_config(base_data, "base")
+    base_json = base_config.model_dump(mode="json")  # every field present: list paths can be set
     paths = _config_paths(base_config)
     for name, param in spec.space.items():
         if name.startswith(SWITCH_PREFIX):
@@ -272,10 +292,22 @@ def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SpecError(f"space.{name}: not a TrainConfig field{hint}")
         for value in param.values_to_check():
-            trial_data = copy.deepcopy(base_data)
+            trial_data = copy.deepcopy(base_json)
             set_path(trial_data, name, value)
             _validate_config(trial_data, f"space.{name}", value)
     return ResolvedSpec(spec=spec, base_config=base_config)
+
+
+def _format_spec_error(error: ValidationError) -> str:
+    """Like ``format_validation_error``, but the message starts with the field path: errors raised by the
+    spec's own validators carry their path in the message, and a space entry's ``type`` tag is dropped."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) > 2 and loc[0] == "space" and loc[2] in PARAM_TYPES:
+        del loc[2]
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{'.'.join(loc)}: {message}{more}" if loc else f"{message}{more}"
 
 
 def _load_preset(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:

@@ -106,6 +106,9 @@ class TrialRunner:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt as interrupt:  # a signal: the worker re-queues the trial to resume
+            trial.set_user_attr("fail_reason", f"interrupted: {interrupt}; re-queued to resume")
+            raise
         except Exception as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
             raise

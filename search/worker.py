@@ -100,9 +100,6 @@ class Worker:
             return
         trial = study.get_trials(deepcopy=False)[self.runner.last_trial_number]
         if self.signal is not None and trial.state == TrialState.FAIL:
-            reason = f"interrupted by {signal.Signals(self.signal).name}; re-queued to resume"
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            trial = study.get_trials(deepcopy=False)[trial.number]
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
             self.log(f"trial {trial.number} checkpointed and re-queued")
         result.trials[trial.number] = trial.state.name

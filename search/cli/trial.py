@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             f"trial {args.trial_number} is {frozen.state.name}, not RUNNING (ask it with optuna ask)"
         )
     trial = optuna.Trial(study, frozen._trial_id)
-    runner = TrialRunner(handle, args.run_root or default_run_root(args.storage))
+    # stdout carries only the values (for `optuna tell --values $(shrink trial ...)`); logs go to stderr
+    runner = TrialRunner(handle, args.run_root or default_run_root(args.storage), log=_log_to_stderr)
     try:
         values = runner(trial)
     except Exception as error:
@@ -63,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         study.tell(trial, list(values))
     print(" ".join(repr(float(v)) for v in values))
     return 0
+
+
+def _log_to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

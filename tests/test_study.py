@@ -1,0 +1,291 @@
+"""Studies end to end at toy scale: create, workers, attributes, export -> eval, the optuna CLI, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from shrink.compression.bundle import load_bundle
+from shrink.compression.codecs import build_codec
+from shrink.compression.evaluate import evaluate
+from shrink.compression.trainer import load_dev_images, mean_point
+from shrink.search.cli import main
+from shrink.search.storage import open_storage
+
+BIN = Path(sys.executable).parent
+
+
+def write_spec(
+    path: Path, images: Path, *, n_trials=3, epochs=3, steps=2, mode="multi", pruner="none"
+) -> Path:
+    path.write_text(
+        f"""
+name = "toy"
+seed = 1
+
+[base]
+seed = 1
+device = {{ device = "cpu", threads = 1 }}
+model = {{ ratio = 2, comcnn = {{ depth = 3, width = 8 }}, reccnn = {{ depth = 3, width = 8 }} }}
+codec = {{ threads = 1 }}
+
+[base.training]
+rec_warmup_epochs = 1
+
+[data]
+train = "{images}"
+dev = "{images}"
+dev_max_images = 2
+
+[budget]
+n_trials = {n_trials}
+epochs = {epochs}
+steps_per_epoch = {steps}
+crop = 48
+batch_size = 2
+
+[objective]
+mode = "{mode}"
+
+[pruner]
+name = "{pruner}"
+min_peers = 2
+
+[sampler]
+name = "random"
+
+[space."codec.quality"]
+type = "int"
+low = 20
+high = 80
+step = 20
+
+[space."model.reccnn.width"]
+type = "categorical"
+choices = [8, 12]
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path: Path, image_folder: Path):
+    spec = write_spec(tmp_path / "toy.toml", image_folder)
+    return spec, tmp_path
+
+
+def storage_url(kind: str, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
+
+
+def load(url: str, name: str = "toy") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_worker_runs_the_study_to_its_budget_and_records_each_trial(toy, kind):
+    spec, tmp_path = toy
+    url = storage_url(kind, tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    trials = load(url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert [e["epoch"] for e in attrs["epochs"]] == [1, 2, 3]
+        assert Path(attrs["checkpoint"]).is_file()
+        assert attrs["device"].startswith("cpu") and attrs["wall_s"] > 0
+        best = attrs["rd_point"]
+        assert trial.values == [best["dev_bpp"], best["dev_msssim"]]
+        assert best["dev_gain_db"] == max(e["dev_gain_db"] for e in attrs["epochs"])
+        assert [p["quality"] for p in attrs["dev_points"]] == [trial.params["codec.quality"]]
+
+
+def test_export_bundle_reproduces_the_trials_dev_metrics(toy):
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "2"]) == 0
+    assert (
+        main(
+            ["export", "--storage", url, "--study-name", "toy", "--trial", "1", "--out", str(tmp_path / "b")]
+        )
+        == 0
+    )
+    model, config, _ = load_bundle(tmp_path / "b" / "trial-00001")
+    trial = load(url).trials[1]
+    curve = evaluate(
+        model, load_dev_images(config.data), config.data.dev_qualities, build_codec(config.codec)
+    )
+    point = mean_point(curve)
+    assert point.bpp == pytest.approx(trial.user_attrs["rd_point"]["dev_bpp"], rel=1e-9)
+    assert point.msssim == pytest.approx(trial.user_attrs["rd_point"]["dev_msssim"], rel=1e-6)
+    # a running or missing trial is refused with exit code 2
+    assert (
+        main(
+            ["export", "--storage", url, "--study-name", "toy", "--trial", "7", "--out", str(tmp_path / "c")]
+        )
+        == 2
+    )
+
+
+def test_gain_objective_reports_each_epoch_to_optunas_pruner(tmp_path, image_folder):
+    spec = write_spec(tmp_path / "gain.toml", image_folder, n_trials=2, mode="gain", pruner="median")
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    study = load(url)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    for trial in study.trials:
+        gains = [e["dev_gain_db"] for e in trial.user_attrs["epochs"]]
+        assert trial.intermediate_values == dict(enumerate(gains, start=1))
+        assert trial.value == max(gains)
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([*args], capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_optuna_cli_round_trip(toy):
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    optuna_cli, shrink_cli = str(BIN / "optuna"), str(BIN / "shrink")
+    run_cli(
+        optuna_cli,
+        "create-study",
+        "--storage",
+        url,
+        "--study-name",
+        "toy",
+        "--directions",
+        "minimize",
+        "maximize",
+    )
+    # a worker given the spec attaches to the study optuna made (and stores the spec with it)
+    run_cli(
+        shrink_cli, "worker", "--storage", url, "--study-name", "toy", "--spec", str(spec), "--n-trials", "1"
+    )
+    space = run_cli(shrink_cli, "space", str(spec)).stdout
+    asked = json.loads(
+        run_cli(
+            optuna_cli, "ask", "--storage", url, "--study-name", "toy", "--search-space", space, "-f", "json"
+        ).stdout
+    )
+    number = asked["number"]
+    values = run_cli(
+        shrink_cli, "trial", "--storage", url, "--study-name", "toy", "--trial-number", str(number)
+    ).stdout.split()
+    run_cli(
+        optuna_cli,
+        "tell",
+        "--storage",
+        url,
+        "--study-name",
+        "toy",
+        "--trial-number",
+        str(number),
+        "--values",
+        *values,
+    )
+    trials = json.loads(
+        run_cli(optuna_cli, "trials", "--storage", url, "--study-name", "toy", "-f", "json").stdout
+    )
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all("codec.quality" in t["params"] for t in trials)
+    assert trials[1]["params"] == asked["params"]
+    assert trials[1]["values"] == pytest.approx([float(v) for v in values])
+    best = json.loads(
+        run_cli(optuna_cli, "best-trials", "--storage", url, "--study-name", "toy", "-f", "json").stdout
+    )
+    assert {t["number"] for t in best} <= {0, 1} and best
+
+
+def test_spec_stored_with_optuna_set_user_attr_lets_a_worker_attach_without_spec(toy):
+    from shrink.search.spec import load_spec
+
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    optuna_cli = str(BIN / "optuna")
+    run_cli(
+        optuna_cli,
+        "create-study",
+        "--storage",
+        url,
+        "--study-name",
+        "toy",
+        "--directions",
+        "minimize",
+        "maximize",
+    )
+    assert (
+        main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 2
+    )  # no spec anywhere
+    resolved = load_spec(spec).to_json()
+    run_cli(
+        optuna_cli, "study", "set-user-attr", "--storage", url, "--study-name", "toy",
+        "--key", "shrink_spec", "--value", resolved,
+    )  # fmt: skip
+    assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 0
+    assert load(url).trials[0].state == TrialState.COMPLETE
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_sigterm_checkpoints_requeues_and_the_retry_resumes(tmp_path, image_folder):
+    spec = write_spec(tmp_path / "long.toml", image_folder, n_trials=1, epochs=6, steps=30)
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    worker = subprocess.Popen(
+        [str(BIN / "shrink"), "worker", "--storage", url, "--study-name", "toy"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    wait_for(
+        lambda: len(load(url).trials[0].user_attrs.get("epochs", [])) >= 2 if load(url).trials else False
+    )
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGTERM, output
+    first, retry = load(url).trials
+    assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["fail_reason"]
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    done_before = first.user_attrs["epochs"]
+
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    first, retry = load(url).trials
+    assert retry.state == TrialState.COMPLETE and retry.params == first.params
+    assert retry.user_attrs["run_dir"] == first.user_attrs["run_dir"]  # keyed by the original trial
+    epochs = retry.user_attrs["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert epochs[: len(done_before)] == done_before  # the epochs already done were not redone
+
+
+def test_launch_runs_cpu_workers_with_prefixed_logs(toy):
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = run_cli(
+        str(BIN / "shrink"), "launch", "--workers", "2", "--storage", url, "--study-name", "toy", env=env
+    )
+    assert "[w0]" in result.stdout and "[w1]" in result.stdout
+    trials = load(url).trials
+    assert len(trials) >= 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.number for t in trials}) == len(trials)
+    assert np.all(np.diff([t.number for t in trials]) == 1)
