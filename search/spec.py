@@ -17,7 +17,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shrink.compression.config import ConfigError, TrainConfig, format_validation_error, tomllib
+from shrink.compression.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    format_validation_error,
+    tomllib,
+)
 
 SWITCH_PREFIX = "switch."  # space entries that only gate others (``when``) and set no config field
 Choice = str | int | float | bool | None
@@ -330,7 +336,8 @@ def _validate_config(data: dict[str, Any], where: str, value: Any = None) -> Tra
         raise SpecError(f"{where}{about}: {format_validation_error(error)}") from None
 
 
-def load_spec(path: str | Path) -> ResolvedSpec:
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ResolvedSpec:
+    """Load and validate; ``overrides`` (``pruner.name=none``) apply first, as in ``shrink train --set``."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -338,6 +345,10 @@ def load_spec(path: str | Path) -> ResolvedSpec:
         raise SpecError(f"spec file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
+    try:
+        data = apply_overrides(data, overrides or [])
+    except ConfigError as error:
+        raise SpecError(str(error)) from None
     return validate_spec(data, path.parent)
 
 

@@ -58,7 +58,7 @@ def tiny_spec(folder: Path, **budget) -> dict:
     """A spec whose base is conftest's tiny config; [data] holds the folders, [budget] overrides training."""
     base = tiny_config_dict(folder)
     data = base.pop("data")
-    base["data"] = {"dev_qualities": data["dev_qualities"], "dev_max_side": 64}
+    base["data"] = {"dev_qualities": data["dev_qualities"]}
     return {
         "name": "tiny",
         "seed": 5,
@@ -72,7 +72,12 @@ def tiny_spec(folder: Path, **budget) -> dict:
             "switch.dropout": {"type": "categorical", "choices": [False, True]},
             "model.comcnn.width": {"type": "categorical", "choices": [8, 12]},
             "codec.quality": {"type": "int", "low": 20, "high": 80, "step": 20},
-            "model.reccnn.dropout": {"type": "float", "low": 0.05, "high": 0.2, "when": {"switch.dropout": True}},
+            "model.reccnn.dropout": {
+                "type": "float",
+                "low": 0.05,
+                "high": 0.2,
+                "when": {"switch.dropout": True},
+            },
         },
     }
 
@@ -129,8 +134,16 @@ BAD_SPECS = {
     "out of bounds": ({"budget": {"n_trials": 0}}, "budget.n_trials", "greater than"),
     "unknown data key": ({"data": {"folder": "x"}}, "data.folder", "Extra inputs"),
     "unknown pruner": ({"pruner": {"name": "asha"}}, "pruner.name", "median"),
-    "int range inverted": ({"space": {"model.comcnn.depth": _int(5, 3)}}, "space.model.comcnn.depth", "empty"),
-    "float range inverted": ({"space": {"loss.alpha_rec": _float(0.5, 0.1)}}, "space.loss.alpha_rec", "empty"),
+    "int range inverted": (
+        {"space": {"model.comcnn.depth": _int(5, 3)}},
+        "space.model.comcnn.depth",
+        "empty",
+    ),
+    "float range inverted": (
+        {"space": {"loss.alpha_rec": _float(0.5, 0.1)}},
+        "space.loss.alpha_rec",
+        "empty",
+    ),
     "no choices": (
         {"space": {"model.ratio": {"type": "categorical", "choices": []}}},
         "space.model.ratio.choices",
@@ -153,7 +166,11 @@ BAD_SPECS = {
         "step and log",
     ),
     "unknown param type": ({"space": {"model.ratio": {"type": "choice"}}}, "space.model.ratio", "tag"),
-    "unknown param key": ({"space": {"model.ratio": _int(1, 2, scale=3)}}, "space.model.ratio.scale", "Extra"),
+    "unknown param key": (
+        {"space": {"model.ratio": _int(1, 2, scale=3)}},
+        "space.model.ratio.scale",
+        "Extra",
+    ),
     "unknown space path": (
         {"space": {"model.comcnn.dept": _int(2, 4)}},
         "space.model.comcnn.dept",
@@ -214,7 +231,11 @@ BAD_SPECS = {
         "pruner.name",
         "objective.mode = 'gain'",
     ),
-    "hyperband with the default (multi) objective": ({"pruner": {"name": "hyperband"}}, "pruner.name", "gain"),
+    "hyperband with the default (multi) objective": (
+        {"pruner": {"name": "hyperband"}},
+        "pruner.name",
+        "gain",
+    ),
     "base config refused": ({"base": {"training": {"crop": 50}}}, "base", "multiple of 16"),
     "base config unknown key": ({"base": {"model": {"colour": 1}}}, "base", "model.colour"),
     "budget that makes the base refuse": ({"budget": {"crop": 40}}, "base", "crop"),
@@ -263,7 +284,7 @@ def test_list_element_path_without_the_list_in_base(tmp_path: Path):
     """codec.quality_range is not in the base dict (a default): its elements are still settable paths."""
     resolved = validate_spec({"space": {"codec.quality_range.1": _int(50, 90)}}, tmp_path)
     assert resolved.base_config.codec.quality_range == (10, 95)
-    with pytest.raises(SpecError, match=r"^space\.codec\.quality_range\.1 = 5: codec\.quality_range"):
+    with pytest.raises(SpecError, match=r"^space\.codec\.quality_range\.1 = 5: codec: .*quality_range"):
         validate_spec({"space": {"codec.quality_range.1": _int(5, 90)}}, tmp_path)  # high < low 10
 
 

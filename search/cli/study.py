@@ -20,11 +20,19 @@ def build_parser() -> ArgumentParser:
         "--storage", required=True, help="sqlite:///FILE, postgresql+psycopg://..., journal:FILE"
     )
     create_parser.add_argument("--study-name", help="default: the spec's name")
+    create_parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set pruner.name=none (repeatable; stored with the study)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    handle = create(load_spec(args.spec), args.storage, args.study_name)
+    handle = create(load_spec(args.spec, args.overrides), args.storage, args.study_name)
     print(
         f"created study {handle.study.study_name!r} in {redact(args.storage)} "
         f"({handle.spec.spec.objective.mode} objective, {len(handle.spec.spec.space)} space entries, "
