@@ -16,7 +16,7 @@ from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_jpeg_curve, load_dev_images
 
 from .spec import ResolvedSpec, SpecError, spec_diff
-from .storage import StorageError, open_storage, redact
+from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
 
 SPEC_ATTR = "shrink_spec"
 DEV_JPEG_ATTR = "dev_jpeg"
@@ -61,10 +61,17 @@ def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> Study
 
 
 def attach(
-    url: str, study_name: str, spec: ResolvedSpec | None = None, sampler_seed_offset: int = 0
+    url: str,
+    study_name: str,
+    spec: ResolvedSpec | None = None,
+    sampler_seed_offset: int = 0,
+    heartbeat: tuple[int, int] = (HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S),
 ) -> StudyHandle:
-    """Load a study for a worker, checking (or storing) its spec and building the sampler it asks."""
-    storage = open_storage(url)
+    """Load a study for a worker, checking (or storing) its spec and building the sampler it asks.
+
+    ``heartbeat``: (interval, grace period) in seconds on RDB storages.
+    """
+    storage = open_storage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from .storage import MAX_RETRY
@@ -48,6 +49,8 @@ def has_waiting(study: optuna.Study) -> bool:
 
 
 def study_budget_reached(handle: StudyHandle) -> bool:
+    if is_heartbeat_enabled(handle.study._storage):
+        fail_stale_trials(handle.study)  # a dead worker's RUNNING trial becomes FAILED + a WAITING retry
     return not has_waiting(handle.study) and trials_used(handle.study) >= handle.spec.spec.budget.n_trials
 
 

@@ -289,3 +289,27 @@ def test_launch_runs_cpu_workers_with_prefixed_logs(toy):
     assert len(trials) >= 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.number for t in trials}) == len(trials)
     assert np.all(np.diff([t.number for t in trials]) == 1)
+
+
+def test_killed_worker_trial_is_failed_by_heartbeat_and_resumed_from_its_checkpoint(tmp_path, image_folder):
+    spec = write_spec(tmp_path / "long.toml", image_folder, n_trials=1, epochs=6, steps=30)
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    worker_args = ["worker", "--storage", url, "--study-name", "toy", "--heartbeat", "1", "2"]
+    worker = subprocess.Popen([str(BIN / "shrink"), *worker_args], stdout=subprocess.DEVNULL)
+    wait_for(
+        lambda: len(load(url).trials[0].user_attrs.get("epochs", [])) >= 2 if load(url).trials else False
+    )
+    worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeat goes stale
+    worker.wait(timeout=60)
+    assert load(url).trials[0].state == TrialState.RUNNING
+    done_before = load(url).trials[0].user_attrs["epochs"]
+    time.sleep(3)  # past the grace period
+
+    assert main(worker_args) == 0
+    first, retry = load(url).trials
+    assert first.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == 0
+    epochs = retry.user_attrs["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert epochs[: len(done_before)] == done_before

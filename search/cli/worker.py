@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shrink.search.spec import load_spec
+from shrink.search.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from shrink.search.study import attach
 from shrink.search.trial_runner import default_run_root
 from shrink.search.worker import Worker
@@ -31,6 +32,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--n-trials", type=int, help="stop after this many trials (default: study budget)")
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument(
+        "--heartbeat",
+        type=int,
+        nargs=2,
+        default=[HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S],
+        metavar=("INTERVAL", "GRACE"),
+        help="RDB heartbeat and grace period (s): a dead worker's trial is re-queued after GRACE",
+    )
+    parser.add_argument(
         "--worker-index", type=int, default=0, help="offsets the sampler seed (set by launch)"
     )
     return parser
@@ -38,7 +47,13 @@ def build_parser() -> ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else None
-    handle = attach(args.storage, args.study_name, spec, sampler_seed_offset=args.worker_index)
+    handle = attach(
+        args.storage,
+        args.study_name,
+        spec,
+        sampler_seed_offset=args.worker_index,
+        heartbeat=tuple(args.heartbeat),
+    )
     run_root = args.run_root or default_run_root(args.storage)
     result = Worker(handle, run_root).run(n_trials=args.n_trials, timeout=args.timeout)
     states = list(result.trials.values())
