@@ -313,3 +313,24 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_resumed_from_its_checkpo
     epochs = retry.user_attrs["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
     assert epochs[: len(done_before)] == done_before
+
+
+@pytest.mark.slow
+def test_demo_runs_a_small_study_end_to_end(tmp_path, capsys):
+    from shrink.search.cli.demo import main as demo_main
+
+    spec = Path(__file__).resolve().parents[1] / "studies" / "demo.toml"
+    overrides = ["budget.n_trials=2", "budget.epochs=2", "budget.steps_per_epoch=5", "data.dev_max_images=1"]
+    argv = ["--spec", str(spec), "--out", str(tmp_path / "demo")]
+    for item in overrides:
+        argv += ["--set", item]
+    assert demo_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front (" in out and "JPEG @bpp" in out
+    bundles = list((tmp_path / "demo" / "bundles").iterdir())
+    assert len(bundles) == 1 and (bundles[0] / "manifest.json").is_file()
+    study = load(f"sqlite:///{tmp_path / 'demo' / 'study.db'}", "demo")
+    assert len(study.trials) == 2
+    # a second run attaches to the finished study and runs nothing more
+    assert demo_main(argv) == 0
+    assert len(load(f"sqlite:///{tmp_path / 'demo' / 'study.db'}", "demo").trials) == 2

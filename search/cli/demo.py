@@ -21,11 +21,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--spec", default="studies/demo.toml")
     parser.add_argument("--out", default="runs/demo", help="study.db, trial runs and bundles go here")
     parser.add_argument("--study-name", default=None, help="default: the spec's name")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set budget.n_trials=4",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{out / 'study.db'}"
