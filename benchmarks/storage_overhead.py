@@ -182,7 +182,7 @@ def main() -> None:
         parser.error("--trials and --epochs must be >= 1 and --demo-trial-s > 0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    window = min(WINDOW, args.trials)
+    window = max(1, min(WINDOW, args.trials // 2))
     print(
         f"{args.trials} trials x {args.epochs} epochs, {args.sampler} sampler (seed {args.seed}), 6 params, "
         f"directions {DIRECTIONS}; demo trial {args.demo_trial_s:g} s"
@@ -228,7 +228,6 @@ def main() -> None:
             for name, read in reads.items()
         )
     )
-    raise SystemExit(1)
     if args.keep:
         print(f"kept {files['sqlite']} and {files['journal']} (study {STUDY_NAME!r})")
 

@@ -201,12 +201,16 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
         raise ConfigError(format_validation_error(error)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The TOML file's table; a missing or malformed file is a :class:`ConfigError` naming it."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"{what} file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return config_from_dict(data, overrides)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    return config_from_dict(read_toml(path), overrides)

@@ -22,6 +22,7 @@ from shrink.compression.config import (
     TrainConfig,
     apply_overrides,
     format_validation_error,
+    read_toml,
     tomllib,
 )
 
@@ -340,13 +341,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> ResolvedS
     """Load and validate; ``overrides`` (``pruner.name=none``) apply first, as in ``shrink train --set``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: not valid TOML: {error}") from None
-    try:
-        data = apply_overrides(data, overrides or [])
+        data = apply_overrides(read_toml(path, "spec"), overrides or [])
     except ConfigError as error:
         raise SpecError(str(error)) from None
     return validate_spec(data, path.parent)

@@ -158,57 +158,32 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def cli(program: str, command: list[str], url: str, *args: str) -> str:
+    """stdout of ``program COMMAND --storage URL --study-name toy ARGS`` (the real installed command)."""
+    return run_cli(str(BIN / program), *command, "--storage", url, "--study-name", "toy", *args).stdout
+
+
+def optuna_create_study(url: str) -> None:
+    cli("optuna", ["create-study"], url, "--directions", "minimize", "maximize")
+
+
 def test_optuna_cli_round_trip(toy):
     spec, tmp_path = toy
     url = storage_url("sqlite", tmp_path)
-    optuna_cli, shrink_cli = str(BIN / "optuna"), str(BIN / "shrink")
-    run_cli(
-        optuna_cli,
-        "create-study",
-        "--storage",
-        url,
-        "--study-name",
-        "toy",
-        "--directions",
-        "minimize",
-        "maximize",
-    )
+    optuna_create_study(url)
     # a worker given the spec attaches to the study optuna made (and stores the spec with it)
-    run_cli(
-        shrink_cli, "worker", "--storage", url, "--study-name", "toy", "--spec", str(spec), "--n-trials", "1"
-    )
-    space = run_cli(shrink_cli, "space", str(spec)).stdout
-    asked = json.loads(
-        run_cli(
-            optuna_cli, "ask", "--storage", url, "--study-name", "toy", "--search-space", space, "-f", "json"
-        ).stdout
-    )
-    number = asked["number"]
-    values = run_cli(
-        shrink_cli, "trial", "--storage", url, "--study-name", "toy", "--trial-number", str(number)
-    ).stdout.split()
-    run_cli(
-        optuna_cli,
-        "tell",
-        "--storage",
-        url,
-        "--study-name",
-        "toy",
-        "--trial-number",
-        str(number),
-        "--values",
-        *values,
-    )
-    trials = json.loads(
-        run_cli(optuna_cli, "trials", "--storage", url, "--study-name", "toy", "-f", "json").stdout
-    )
+    cli("shrink", ["worker"], url, "--spec", str(spec), "--n-trials", "1")
+    space = run_cli(str(BIN / "shrink"), "space", str(spec)).stdout
+    asked = json.loads(cli("optuna", ["ask"], url, "--search-space", space, "-f", "json"))
+    number = str(asked["number"])
+    values = cli("shrink", ["trial"], url, "--trial-number", number).split()
+    cli("optuna", ["tell"], url, "--trial-number", number, "--values", *values)
+    trials = json.loads(cli("optuna", ["trials"], url, "-f", "json"))
     assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all("codec.quality" in t["params"] for t in trials)
     assert trials[1]["params"] == asked["params"]
     assert trials[1]["values"] == pytest.approx([float(v) for v in values])
-    best = json.loads(
-        run_cli(optuna_cli, "best-trials", "--storage", url, "--study-name", "toy", "-f", "json").stdout
-    )
+    best = json.loads(cli("optuna", ["best-trials"], url, "-f", "json"))
     assert {t["number"] for t in best} <= {0, 1} and best
 
 
@@ -217,26 +192,10 @@ def test_spec_stored_with_optuna_set_user_attr_lets_a_worker_attach_without_spec
 
     spec, tmp_path = toy
     url = storage_url("sqlite", tmp_path)
-    optuna_cli = str(BIN / "optuna")
-    run_cli(
-        optuna_cli,
-        "create-study",
-        "--storage",
-        url,
-        "--study-name",
-        "toy",
-        "--directions",
-        "minimize",
-        "maximize",
-    )
-    assert (
-        main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 2
-    )  # no spec anywhere
+    optuna_create_study(url)
+    assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 2  # no spec yet
     resolved = load_spec(spec).to_json()
-    run_cli(
-        optuna_cli, "study", "set-user-attr", "--storage", url, "--study-name", "toy",
-        "--key", "shrink_spec", "--value", resolved,
-    )  # fmt: skip
+    cli("optuna", ["study", "set-user-attr"], url, "--key", "shrink_spec", "--value", resolved)
     assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 0
     assert load(url).trials[0].state == TrialState.COMPLETE
 

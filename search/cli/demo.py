@@ -13,7 +13,7 @@ from shrink.search.storage import StorageError
 from shrink.search.study import attach, create
 from shrink.search.worker import Worker, trials_used
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, add_set_argument, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -21,14 +21,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--spec", default="studies/demo.toml")
     parser.add_argument("--out", default="runs/demo", help="study.db, trial runs and bundles go here")
     parser.add_argument("--study-name", default=None, help="default: the spec's name")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set budget.n_trials=4",
-    )
+    add_set_argument(parser, "budget.n_trials=4")
     return parser
 
 

@@ -8,7 +8,7 @@ from shrink.search.spec import load_spec
 from shrink.search.storage import redact
 from shrink.search.study import create
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, add_set_argument, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -20,14 +20,7 @@ def build_parser() -> ArgumentParser:
         "--storage", required=True, help="sqlite:///FILE, postgresql+psycopg://..., journal:FILE"
     )
     create_parser.add_argument("--study-name", help="default: the spec's name")
-    create_parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set pruner.name=none (repeatable; stored with the study)",
-    )
+    add_set_argument(create_parser, "pruner.name=none")
     return parser
 
 

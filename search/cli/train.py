@@ -7,20 +7,13 @@ import argparse
 from shrink.compression.config import load_config
 from shrink.compression.trainer import Trainer
 
-from ._common import ArgumentParser, format_rd_table, run_command
+from ._common import ArgumentParser, add_set_argument, format_rd_table, run_command
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink train", description="Train ComCNN + RecCNN in alternation.")
     parser.add_argument("--config", required=True, help="TOML preset (e.g. studies/presets/demo.toml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set training.epochs=3 (repeatable)",
-    )
+    add_set_argument(parser, "training.epochs=3")
     parser.add_argument("--out", required=True, help="run folder: checkpoints and history go here")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     return parser
