@@ -9,12 +9,14 @@ maximise MS-SSIM). Storages are opened with :func:`shrink.search.storage.open_st
 mode with our busy timeout and heartbeat. The sampler is a seeded RandomSampler, so the figures are the
 storage's; ``--sampler tpe`` gives the workers' default TPE sampler (its cost grows with the study).
 
-Per storage it prints the total, the mean per trial, the mean over the first and the last 100 trials (growth
-with study size) and those costs as a share of a demo trial. ``--demo-trial-s`` defaults to 10.6 s: the median
-wall time of the 9 complete trials of one ``shrink demo`` run on this 2-core machine (runs/demo/study.db,
-2 threads; 9.7 s counting its pruned trial). It also times one full-study read at N trials: a worker with the
-demo's pareto-halving pruner makes about E + 3 of those per trial (budget check x2, trial summary, one per
-epoch for the pruner), which the ask/tell loop above does not include.
+Per storage it prints the total, the mean per trial, the mean over the first and the last 100 trials (half the
+trials below 200; growth with study size) and those costs as a share of a demo trial. ``--demo-trial-s``
+defaults to 10.6 s: the median wall time of the 9 complete trials of one ``shrink demo`` run on this 2-core
+machine (runs/demo/study.db, 2 threads; 9.7 s counting its pruned trial). It also times one full-study read at
+N trials, which the loop above does not include: a worker with the demo's pareto-halving pruner makes about
+E + 3 per trial (budget check x2, trial summary, one per epoch for the pruner) on its warm storage (Optuna
+caches finished RDB trials in the process; the journal replays only new lines), and a cold one (fresh storage:
+a new worker attaching, the dashboard) once.
 
     .venv/bin/python benchmarks/storage_overhead.py [--trials 1000] [--epochs 4] [--sampler random|tpe]
         [--postgres postgresql+psycopg://user:pass@host/db] [--keep DIR] [--demo-trial-s 10.6]
@@ -144,11 +146,22 @@ def run_storage(url: str, study_name: str, args: argparse.Namespace) -> dict:
             start = time.perf_counter()
             study.get_trials(deepcopy=False)
             reads.append(time.perf_counter() - start)
-        return {"seconds": seconds, "read_s": statistics.median(reads)}
+        start = time.perf_counter()
+        fresh = open_storage(url)
+        try:
+            optuna.load_study(study_name=study_name, storage=fresh).get_trials(deepcopy=False)
+        finally:
+            dispose(fresh)
+        cold = time.perf_counter() - start
+        return {"seconds": seconds, "read_s": statistics.median(reads), "cold_read_s": cold}
     finally:
-        engine = getattr(storage, "engine", None)
-        if engine is not None:
-            engine.dispose()
+        dispose(storage)
+
+
+def dispose(storage: optuna.storages.BaseStorage) -> None:
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def row(name: str, result: dict, window: int, demo_trial_s: float) -> str:
@@ -191,7 +204,7 @@ def main() -> None:
         f"{'storage':<10}{'total s':>10}{'s/trial':>12}{f'first {window}':>12}{f'last {window}':>12}"
         f"{'growth':>10}{'of demo':>13}{'last/demo':>13}"
     )
-    reads: dict[str, float] = {}
+    reads: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="shrink-storage-bench-") as tmp:
         folder = Path(args.keep or tmp).resolve()
         folder.mkdir(parents=True, exist_ok=True)
@@ -202,7 +215,7 @@ def main() -> None:
         urls = {"sqlite": f"sqlite:///{files['sqlite']}", "journal": f"journal:{files['journal']}"}
         for name, url in urls.items():
             result = run_storage(url, STUDY_NAME, args)
-            reads[name] = result["read_s"]
+            reads[name] = result
             print(row(name, result, window, args.demo_trial_s), flush=True)
         if not args.postgres:
             print(f"{'postgres':<10}skipped (no server)")
@@ -213,7 +226,7 @@ def main() -> None:
             except StorageError as error:
                 print(f"{'postgres':<10}skipped ({error})")
             else:
-                reads["postgres"] = result["read_s"]
+                reads["postgres"] = result
                 print(row("postgres", result, window, args.demo_trial_s))
                 if args.keep:
                     print(f"postgres study {study_name!r} kept in {redact(args.postgres)}")
@@ -221,13 +234,15 @@ def main() -> None:
                     optuna.delete_study(study_name=study_name, storage=args.postgres)
     n_reads = args.epochs + 3
     print(
-        f"one full-study read at {args.trials} trials (a pareto-halving worker makes ~{n_reads} per trial, "
-        "not counted above): "
-        + ", ".join(
-            f"{name} {read:.4g} s (x{n_reads} = {100 * n_reads * read / args.demo_trial_s:.3g} % of demo)"
-            for name, read in reads.items()
-        )
+        f"one full-study read at {args.trials} trials (not counted above; a pareto-halving worker makes "
+        f"~{n_reads} warm ones per trial):"
     )
+    for name, result in reads.items():
+        warm = result["read_s"]
+        print(
+            f"  {name:<10}warm {warm:.4g} s (x{n_reads} = {100 * n_reads * warm / args.demo_trial_s:.3g} % "
+            f"of demo), cold (fresh storage + load_study) {result['cold_read_s']:.4g} s"
+        )
     if args.keep:
         print(f"kept {files['sqlite']} and {files['journal']} (study {STUDY_NAME!r})")
 
