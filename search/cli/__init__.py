@@ -20,6 +20,8 @@ COMMANDS = {
     "trial": ("shrink.search.cli.trial", "run one trial asked with `optuna ask`"),
     "space": ("shrink.search.cli.space", "print a spec's search space as `optuna ask --search-space` JSON"),
     "export": ("shrink.search.cli.export", "export trials as bundles (config, safetensors, metrics)"),
+    "compress": ("shrink.search.cli.compress", "compress images into standard JPEGs with a bundle"),
+    "decompress": ("shrink.search.cli.decompress", "decompress a shrink JPEG into a full-size image"),
 }
 
 

@@ -1,0 +1,183 @@
+"""shrink compress IN [IN ...] --model BUNDLE [--quality Q | --bpp TARGET] -o OUT [--force]
+
+Writes each image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
+segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.container`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from shrink.compression.bundle import load_bundle
+from shrink.compression.codecs import Codec, build_codec, to_uint8
+from shrink.compression.config import TrainConfig
+from shrink.compression.container import (
+    Header,
+    decode_compact,
+    encode,
+    highest_quality_within,
+    read_header,
+    read_photo,
+    segment,
+)
+from shrink.compression.files import atomic_write
+from shrink.compression.metrics import bpp
+from shrink.compression.models import ShrinkModel
+from shrink.compression.tiling import DEFAULT_TILE, compact_image, tilings
+
+from ._common import ArgumentParser, run_command
+
+
+def quality_arg(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be in 1..100, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, -o, --force, --tile and --device: shared by compress and decompress."""
+    parser.add_argument("--model", required=True, help="the export bundle directory (shrink export)")
+    parser.add_argument("-o", "--output", required=True, help="output file (or directory: see above)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"tile side in original pixels for bounded memory (default {DEFAULT_TILE}; 0 = whole image)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available")
+    return torch.device(name)
+
+
+def refuse_existing(paths: list[Path], force: bool) -> None:
+    for path in paths:
+        if path.exists() and not force:
+            raise ValueError(f"{path} exists (pass --force to overwrite)")
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory")
+
+
+def say(prog: str, notes: list[str]) -> None:
+    for note in notes:
+        print(f"{prog}: {note}", file=sys.stderr)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="shrink compress",
+        description="Compress images into standard JPEG files of the compact image (ComCNN -> JPEG). "
+        "-o is a file for one input and a directory for several (OUT/<stem>.jpg).",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="images in any format Pillow reads")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--quality",
+        type=quality_arg,
+        metavar="Q",
+        help="JPEG quality 1..100 (default: the bundle's codec.quality, "
+        "else the middle of its training quality_range)",
+    )
+    rate.add_argument(
+        "--bpp",
+        type=positive_float,
+        metavar="TARGET",
+        help="highest quality whose file (all bytes) fits TARGET bits/pixel",
+    )
+    add_common_arguments(parser)
+    return parser
+
+
+def output_paths(inputs: list[str], output: str, force: bool) -> list[Path]:
+    out = Path(output)
+    if len(inputs) == 1 and not out.is_dir():
+        targets = [out]
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out}: several inputs need a directory")
+    else:
+        targets = [out / f"{Path(name).stem}.jpg" for name in inputs]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"two inputs share a name and would both be written to {out}")
+    refuse_existing(targets, force)
+    return targets
+
+
+def default_quality(config: TrainConfig) -> int:
+    if config.codec.quality is not None:
+        return config.codec.quality
+    low, high = config.codec.quality_range
+    return (low + high) // 2
+
+
+def jpeg_codec(config: TrainConfig) -> Codec:
+    if config.codec.name != "jpeg":
+        raise ValueError(f"the bundle's codec is {config.codec.name}; shrink compress writes JPEG files")
+    return build_codec(config.codec)
+
+
+def compress_file(
+    args: argparse.Namespace, model: ShrinkModel, config: TrainConfig, sha: str, source: str
+) -> tuple[bytes, Header]:
+    """(the shrink file's bytes, its header) for one input."""
+    photo = read_photo(source)
+    say("shrink compress", photo.notes)
+    height, width = photo.size
+    compact = to_uint8(compact_image(model, photo.pixels, tilings(model, args.tile)[0])[0])
+    codec = jpeg_codec(config)
+
+    def header_at(quality: int) -> Header:
+        return Header(width=width, height=height, ratio=model.ratio, quality=quality, bundle=sha)
+
+    if args.bpp is None:
+        data = encode(compact, codec, header_at(args.quality or default_quality(config)))
+    else:
+        budget = math.floor(args.bpp * width * height / 8)
+        try:
+            _, data = highest_quality_within(budget, lambda q: encode(compact, codec, header_at(q)))
+        except ValueError as error:
+            raise ValueError(
+                f"{source}: --bpp {args.bpp} ({budget} bytes at {width}x{height}) cannot be met: {error}"
+            ) from None
+    header = read_header(data)
+    decode_compact(data, header)  # Pillow opens what we wrote, at the size the header implies
+    return data, header
+
+
+def run(args: argparse.Namespace) -> int:
+    targets = output_paths(args.inputs, args.output, args.force)
+    model, config, manifest = load_bundle(args.model, resolve_device(args.device))
+    jpeg_codec(config)  # a WebP/AVIF bundle is refused before any work
+    for source, target in zip(args.inputs, targets, strict=True):
+        data, header = compress_file(args, model, config, manifest["sha256"], source)
+        refuse_existing([target], args.force)
+        atomic_write(target, lambda handle, data=data: handle.write(data))
+        rows, cols = header.compact_size
+        print(
+            f"{source} -> {target}: {header.width}x{header.height} -> {cols}x{rows} (ratio {header.ratio}), "
+            f"quality {header.quality}, {len(data)} bytes (header {len(segment(header))}), "
+            f"{bpp(len(data), header.height, header.width):.4f} bpp"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)
