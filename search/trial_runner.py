@@ -28,6 +28,7 @@ from .storage import journal_path
 from .study import StudyHandle
 
 EPOCHS_ATTR = "epochs"
+OnComplete = Callable[[optuna.Trial, Trainer, EpochRecord], None]
 
 
 def original_number(trial: FrozenTrial) -> int:
@@ -77,8 +78,16 @@ def study_curves(study: optuna.Study) -> dict[int, list[EpochPoint]]:
 class TrialRunner:
     """The objective function workers hand to Optuna: ``runner(trial) -> values``."""
 
-    def __init__(self, handle: StudyHandle, run_root: str | Path, log: Callable[[str], None] = print):
-        self.handle, self.run_root, self.log = handle, Path(run_root), log
+    def __init__(
+        self,
+        handle: StudyHandle,
+        run_root: str | Path,
+        log: Callable[[str], None] = print,
+        on_complete: OnComplete | None = None,
+    ):
+        """``on_complete(trial, trainer, best_record)`` runs while the trial is still RUNNING (it may attach
+        notes and artifacts, which Optuna refuses on finished trials)."""
+        self.handle, self.run_root, self.log, self.on_complete = handle, Path(run_root), log, on_complete
         self.spec = handle.spec
         self.trainer: Trainer | None = None
         self.stop_requested = False
@@ -145,6 +154,8 @@ class TrialRunner:
         trial.set_user_attr("worker_wall_s", round(time.monotonic() - started, 1))
         trial.set_user_attr("rd_point", epoch_summary(best))
         trial.set_user_attr("dev_points", best.dev_points)
+        if self.on_complete is not None:
+            self.on_complete(trial, trainer, best)
         if self.spec.spec.objective.mode == "gain":
             return best.dev_gain_db
         return best.dev_bpp, best.dev_msssim

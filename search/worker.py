@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from .storage import MAX_RETRY
 from .study import StudyHandle
-from .trial_runner import TrialRunner
+from .trial_runner import OnComplete, TrialRunner
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -61,9 +61,10 @@ class Worker:
         run_root: str | Path,
         log: Callable[[str], None] = print,
         on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+        on_complete: OnComplete | None = None,
     ):
         self.handle, self.log, self.on_trial_end = handle, log, on_trial_end
-        self.runner = TrialRunner(handle, run_root, log)
+        self.runner = TrialRunner(handle, run_root, log, on_complete)
         self.signal: int | None = None
 
     def _handle_signal(self, signum, frame) -> None:

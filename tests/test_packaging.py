@@ -32,3 +32,11 @@ def test_compression_knows_nothing_of_search_or_optuna():
     for path in (REPO / "compression").glob("*.py"):
         match = forbidden.search(path.read_text())
         assert match is None, f"{path.name}: {match.group(0).strip() if match else ''}"
+
+
+def test_search_reads_nothing_from_dashboards_outside_the_cli():
+    """search/ stores, dashboards/ reads; only the CLI (a thin layer over all three) wires them together."""
+    forbidden = re.compile(r"^\s*(from|import)\s+shrink\.dashboards\b", re.MULTILINE)
+    for path in (REPO / "search").glob("*.py"):
+        match = forbidden.search(path.read_text())
+        assert match is None, f"{path.name}: {match.group(0).strip() if match else ''}"

@@ -20,6 +20,7 @@ COMMANDS = {
     "trial": ("shrink.search.cli.trial", "run one trial asked with `optuna ask`"),
     "space": ("shrink.search.cli.space", "print a spec's search space as `optuna ask --search-space` JSON"),
     "export": ("shrink.search.cli.export", "export trials as bundles (config, safetensors, metrics)"),
+    "dashboard": ("shrink.search.cli.dashboard", "optuna-dashboard on a study, with trial artifacts"),
     "compress": ("shrink.search.cli.compress", "compress images into standard JPEGs with a bundle"),
     "decompress": ("shrink.search.cli.decompress", "decompress a shrink JPEG into a full-size image"),
 }

@@ -14,6 +14,7 @@ from shrink.search.study import attach, create
 from shrink.search.worker import Worker, trials_used
 
 from ._common import ArgumentParser, add_set_argument, run_command
+from ._hooks import dashboard_hooks
 
 
 def build_parser() -> ArgumentParser:
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"created study {name!r} in {url}")
     budget = spec.spec.budget.n_trials
     progress = lambda trial: print(f"-- {trials_used(handle.study)}/{budget} trials used")  # noqa: E731
-    Worker(handle, out / "runs", log=print, on_trial_end=progress).run()
+    run_root = out / "runs"
+    Worker(handle, run_root, log=print, **dashboard_hooks(handle, run_root, then=progress)).run()
 
     rows = front_rows(handle.study, handle.dev_jpeg)
     print(f"\nPareto front ({len(rows)} trials) beside the dev JPEG curve at the same bpp:")

@@ -17,6 +17,7 @@ from shrink.search.study import attach
 from shrink.search.trial_runner import TrialRunner, default_run_root
 
 from ._common import ArgumentParser, run_command
+from ._hooks import dashboard_hooks
 from .worker import add_study_arguments
 
 
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         )
     trial = optuna.Trial(study, frozen._trial_id)
     # stdout carries only the values (for `optuna tell --values $(shrink trial ...)`); logs go to stderr
-    runner = TrialRunner(handle, args.run_root or default_run_root(args.storage), log=_log_to_stderr)
+    run_root = args.run_root or default_run_root(args.storage)
+    hooks = dashboard_hooks(handle, run_root)
+    runner = TrialRunner(handle, run_root, log=_log_to_stderr, on_complete=hooks["on_complete"])
     try:
         values = runner(trial)
     except Exception as error:

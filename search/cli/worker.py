@@ -11,6 +11,7 @@ from shrink.search.trial_runner import default_run_root
 from shrink.search.worker import Worker
 
 from ._common import ArgumentParser, run_command
+from ._hooks import dashboard_hooks
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         heartbeat=tuple(args.heartbeat),
     )
     run_root = args.run_root or default_run_root(args.storage)
-    result = Worker(handle, run_root).run(n_trials=args.n_trials, timeout=args.timeout)
+    worker = Worker(handle, run_root, **dashboard_hooks(handle, run_root))
+    result = worker.run(n_trials=args.n_trials, timeout=args.timeout)
     states = list(result.trials.values())
     counts = ", ".join(f"{states.count(state)} {state}" for state in sorted(set(states)))
     print(f"worker done: {len(states)} trials ({counts})")

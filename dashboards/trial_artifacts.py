@@ -1,0 +1,101 @@
+"""What optuna-dashboard shows for a shrink study: a note and reconstruction crops per trial, and the
+study's RD plot against the dev JPEG curve. Workers call these through hooks the CLI wires in.
+
+Artifacts go to a file-system artifact store beside the storage (``<run root>/artifacts``); ``shrink
+dashboard`` opens optuna-dashboard with the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
+from optuna_dashboard import save_note, save_plotly_graph_object
+
+from shrink.compression.checkpoint import model_from_checkpoint
+from shrink.compression.gallery import compare_at_same_bytes
+from shrink.compression.rd import RDCurve
+from shrink.compression.trainer import EpochRecord, Trainer
+
+RD_GRAPH_ID = "rd-vs-jpeg"
+
+
+def artifact_dir(run_root: str | Path) -> Path:
+    return Path(run_root) / "artifacts"
+
+
+def artifact_store(run_root: str | Path) -> FileSystemArtifactStore:
+    directory = artifact_dir(run_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(directory))
+
+
+def trial_note(trial: optuna.Trial, best: EpochRecord, wall_s: float) -> str:
+    rows = [
+        ("best epoch", best.epoch),
+        ("dev bpp", f"{best.dev_bpp:.4f}"),
+        ("dev MS-SSIM", f"{best.dev_msssim:.4f} ({best.dev_msssim_db:.2f} dB)"),
+        ("dev PSNR", f"{best.dev_psnr:.2f} dB"),
+        ("gain over JPEG at matched bpp", f"{best.dev_gain_db:+.3f} dB"),
+        ("training time", f"{wall_s:.0f} s"),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"## Trial {trial.number}\n\n| metric | value |\n| --- | --- |\n{table}\n"
+
+
+def record_trial(
+    store: FileSystemArtifactStore, trial: optuna.Trial, trainer: Trainer, best: EpochRecord
+) -> None:
+    """Note + artifacts for a trial that is finishing (called while it is still RUNNING)."""
+    save_note(trial, trial_note(trial, best, trainer.elapsed_before))
+    model, config = model_from_checkpoint(trainer.out_dir / "best.ckpt")
+    qualities = config.data.dev_qualities
+    quality = config.codec.quality or qualities[len(qualities) // 2]
+    comparison = compare_at_same_bytes(model, trainer.dev_images[0], trainer.codec, quality)
+    with tempfile.TemporaryDirectory() as tmp:
+        crops = Path(tmp) / f"trial-{trial.number}-crops.png"
+        comparison.save_strip(crops)
+        upload_artifact(artifact_store=store, file_path=str(crops), study_or_trial=trial)
+        point = Path(tmp) / f"trial-{trial.number}-rd.json"
+        summary = {
+            "rd_point": trial.user_attrs.get("rd_point"),
+            "crops": {"image": comparison.image, "bytes": comparison.bytes, "msssim": comparison.msssim},
+        }
+        point.write_text(json.dumps(summary, indent=1))
+        upload_artifact(artifact_store=store, file_path=str(point), study_or_trial=trial)
+
+
+def rd_figure(study: optuna.Study, dev_jpeg: RDCurve) -> go.Figure:
+    rates, values = dev_jpeg.values("msssim")
+    figure = go.Figure(go.Scatter(x=rates, y=values, mode="lines+markers", name="JPEG (dev)"))
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("rd_point")
+    ]
+    front = {t.number for t in study.best_trials} if trials else set()
+    for on_front, name in ((False, "trials"), (True, "Pareto front")):
+        chosen = sorted(
+            (t for t in trials if (t.number in front) == on_front),
+            key=lambda t: t.user_attrs["rd_point"]["dev_bpp"],
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=[t.user_attrs["rd_point"]["dev_bpp"] for t in chosen],
+                y=[t.user_attrs["rd_point"]["dev_msssim"] for t in chosen],
+                mode="lines+markers" if on_front else "markers",
+                name=name,
+                text=[f"trial {t.number}" for t in chosen],
+            )
+        )
+    figure.update_layout(title="dev RD: trials vs JPEG", xaxis_title="bpp", yaxis_title="MS-SSIM")
+    return figure
+
+
+def update_study_plot(study: optuna.Study, dev_jpeg: RDCurve) -> None:
+    save_plotly_graph_object(study, rd_figure(study, dev_jpeg), graph_object_id=RD_GRAPH_ID)
