@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--min-epochs", type=int, default=1)
     parser.add_argument("--reduction-factor", type=int, default=3)
     parser.add_argument("--min-peers", type=int, default=3)
+    parser.add_argument(
+        "--rate-tolerance", type=float, default=0.0, help="pareto-halving: bpp factor within which to compare"
+    )
     args = parser.parse_args()
     if bool(args.storage) != bool(args.study_name):
         parser.error("--storage and --study-name go together")
@@ -164,10 +167,15 @@ def main() -> None:
 
     reference = reference_point(curves)
     rungs = rung_epochs(args.min_epochs, args.reduction_factor, budget)
-    print(f"{len(curves)} trials x {budget} epochs from {', '.join(name for name, _ in sources)}"
-          + (f" ({left_out} shorter trials left out)" if left_out else ""))
-    print(f"rungs at epochs {rungs}, keep 1/{args.reduction_factor}, min {args.min_peers} peers; "
-          f"HV reference (bpp {reference[0]:.4f}, 1-MS-SSIM {reference[1]:.5f})")
+    print(
+        f"{len(curves)} trials x {budget} epochs from {', '.join(name for name, _ in sources)}"
+        + (f" ({left_out} shorter trials left out)" if left_out else "")
+    )
+    print(
+        f"rungs at epochs {rungs}, keep 1/{args.reduction_factor}, min {args.min_peers} peers, "
+        f"rate tolerance {args.rate_tolerance}; "
+        f"HV reference (bpp {reference[0]:.4f}, 1-MS-SSIM {reference[1]:.5f})"
+    )
     rows = {}
     for name in PRUNERS:
         pruner = build_mo_pruner(
@@ -176,6 +184,7 @@ def main() -> None:
             reduction_factor=args.reduction_factor,
             min_peers=args.min_peers,
             max_epochs=budget,
+            rate_tolerance=args.rate_tolerance,
         )
         rows[name] = score(curves, replay(curves, pruner), reference)
     print(table(rows, len(curves)))

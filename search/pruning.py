@@ -119,6 +119,7 @@ class NopMOPruner(MultiObjectivePruner):
         reduction_factor: int = 3,
         min_peers: int = 3,
         max_epochs: int | None = None,
+        rate_tolerance: float = 0.0,
     ) -> None:
         pass
 
@@ -166,10 +167,14 @@ class _HalvingPruner(MultiObjectivePruner):
         reduction_factor: int = 3,
         min_peers: int = 3,
         max_epochs: int | None = None,
+        rate_tolerance: float = 0.0,
     ) -> None:
         _check_rungs(min_epochs, reduction_factor, max_epochs)
         if min_peers < 1:
             raise ValueError(f"min_peers must be >= 1 (got {min_peers})")
+        if rate_tolerance < 0:
+            raise ValueError(f"rate_tolerance must be >= 0 (got {rate_tolerance})")
+        self.rate_tolerance = rate_tolerance
         self.min_epochs = min_epochs
         self.reduction_factor = reduction_factor
         self.min_peers = min_peers
@@ -255,7 +260,7 @@ class ParetoRankPruner(_HalvingPruner):
         points = [(_or_inf(peers[n].dev_bpp), _or_inf(-peers[n].dev_msssim)) for n in numbers]
         order: list[int] = []
         front_of: dict[int, int] = {}
-        for index, front in enumerate(non_dominated_fronts(points)):
+        for index, front in enumerate(non_dominated_fronts(points, self.rate_tolerance)):
             distances = crowding_distances([points[i] for i in front])
             ranked = sorted(range(len(front)), key=lambda j: (-distances[j], numbers[front[j]]))
             for j in ranked:
@@ -273,25 +278,35 @@ def _or_inf(value: float) -> float:
     return math.inf if math.isnan(value) else value
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+def _dominates(a: Sequence[float], b: Sequence[float], rate_tolerance: float = 0.0) -> bool:
+    """``a`` is no worse than ``b`` in both (the first within a factor ``1 + rate_tolerance``), better in one.
+
+    The tolerance makes a trial at 1 % more bytes but better quality dominate one at the same JPEG quality
+    that is worse: bpp differences that small are noise between trials trained at one quality. Along any
+    chain of dominance the second objective never rises and ties need a strictly lower first one, so the
+    relation stays acyclic.
+    """
+    no_worse = a[0] <= b[0] * (1 + rate_tolerance) and a[1] <= b[1]
+    return no_worse and (a[0] < b[0] or a[1] < b[1])
 
 
-def non_dominated_fronts(points: Sequence[tuple[float, float]]) -> list[list[int]]:
+def non_dominated_fronts(
+    points: Sequence[tuple[float, float]], rate_tolerance: float = 0.0
+) -> list[list[int]]:
     """Fronts of point indices by non-dominated sorting, both objectives minimised (negate one to maximise).
 
     Front 0 holds the points no other point dominates, front 1 those only front 0 dominates, and so on; equal
-    points share a front. Indices within a front are ascending.
+    points share a front. Indices within a front are ascending. ``rate_tolerance``: see :func:`_dominates`.
     """
     count = len(points)
     dominated_by = [0] * count  # how many points dominate each point
     dominates: list[list[int]] = [[] for _ in range(count)]
     for i in range(count):
         for j in range(i + 1, count):
-            if _dominates(points[i], points[j]):
+            if _dominates(points[i], points[j], rate_tolerance):
                 dominates[i].append(j)
                 dominated_by[j] += 1
-            elif _dominates(points[j], points[i]):
+            elif _dominates(points[j], points[i], rate_tolerance):
                 dominates[j].append(i)
                 dominated_by[i] += 1
     fronts: list[list[int]] = []

@@ -159,6 +159,9 @@ class PrunerSpec(Strict):
     min_epochs: int = Field(1, ge=1, description="first rung (epochs)")
     reduction_factor: int = Field(3, ge=2)
     min_peers: int = Field(3, ge=1, description="trials needed at a rung before anything is pruned")
+    rate_tolerance: float = Field(
+        0.0, ge=0.0, description="pareto-halving: a trial within this bpp factor and better dominates"
+    )
 
 
 class SamplerSpec(Strict):

@@ -101,6 +101,7 @@ class TrialRunner:
                 reduction_factor=pruner.reduction_factor,
                 min_peers=pruner.min_peers,
                 max_epochs=self.spec.base_config.training.epochs,
+                rate_tolerance=pruner.rate_tolerance,
             )
 
     def request_stop(self) -> None:

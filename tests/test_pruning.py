@@ -58,9 +58,27 @@ def test_pareto_keeps_a_cheaper_trial_that_gain_halving_prunes() -> None:
         decision = pareto.decide(dominated, curves)
         assert decision is not None
         assert (decision.rung, decision.epoch, decision.value, decision.threshold, decision.peers) == (
-            0, 1, 1.0, 0.0, 6
+            0,
+            1,
+            1.0,
+            0.0,
+            6,
         )
     assert pareto.decide(0, curves) is None and pareto.decide(1, curves) is None
+
+
+def test_rate_tolerance_prunes_the_worse_of_two_trials_at_one_operating_point() -> None:
+    # trial 1 has a hair fewer bytes than trial 0 but clearly lower MS-SSIM: plain dominance keeps both
+    rows = [(0.300, 0.950, 1.3), (0.298, 0.940, 1.0), (0.10, 0.88, 2.5), (0.80, 0.98, 0.1)]
+    curves = at_epoch_one(rows)
+    assert ParetoRankPruner().decide(1, curves) is None
+    decision = ParetoRankPruner(rate_tolerance=0.05).decide(1, curves)
+    assert decision is not None and decision.value == 1.0
+    assert all(ParetoRankPruner(rate_tolerance=0.05).decide(n, curves) is None for n in (0, 2, 3))
+    assert non_dominated_fronts([(0.300, 0.05), (0.298, 0.06)], rate_tolerance=0.05) == [[0], [1]]
+    assert non_dominated_fronts([(0.300, 0.05), (0.250, 0.06)], rate_tolerance=0.05) == [[0, 1]]
+    with pytest.raises(ValueError, match="rate_tolerance"):
+        ParetoRankPruner(rate_tolerance=-0.1)
 
 
 def test_pareto_breaks_ties_in_the_cut_front_by_crowding_distance() -> None:
@@ -128,7 +146,12 @@ def test_decision_reason_names_rung_value_and_threshold() -> None:
     for part in ("rung 1", "epoch 3", "-0.410 dB", "-0.120 dB", "7 trials"):
         assert part in reason
     assert decision.to_dict() == {
-        "pruner": "gain-halving", "rung": 1, "epoch": 3, "value": -0.41, "threshold": -0.12, "peers": 7,
+        "pruner": "gain-halving",
+        "rung": 1,
+        "epoch": 3,
+        "value": -0.41,
+        "threshold": -0.12,
+        "peers": 7,
         "reason": reason,
     }
     front = PruneDecision("pareto-halving", rung=0, epoch=1, value=2.0, threshold=1.0, peers=9).reason()
@@ -216,7 +239,10 @@ def test_benchmark_prints_saving_and_hypervolume_ratio_per_pruner(tmp_path: Path
     script = REPO / "benchmarks" / "pruning.py"
     synthetic = subprocess.run(
         [sys.executable, str(script), "--synthetic", "20"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert synthetic.returncode == 0, synthetic.stderr
     row = re.compile(r"^(\S+)\s+(\d+)/(\d+)\s+(-?[\d.]+)%\s+\d+/\d+\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s", re.M)
@@ -230,7 +256,10 @@ def test_benchmark_prints_saving_and_hypervolume_ratio_per_pruner(tmp_path: Path
     path.write_text(json.dumps({"trials": records}))
     from_file = subprocess.run(
         [sys.executable, str(script), "--curves", str(path)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert from_file.returncode == 0, from_file.stderr
     assert "12 trials x 9 epochs" in from_file.stdout
