@@ -7,7 +7,7 @@ import argparse
 from shrink.search.launch import launch
 
 from ._common import ArgumentParser, run_command
-from .worker import add_study_arguments
+from .worker import add_study_arguments, add_worker_limits, worker_arguments
 
 
 def build_parser() -> ArgumentParser:
@@ -15,28 +15,18 @@ def build_parser() -> ArgumentParser:
         prog="shrink launch", description="One worker process per GPU (or K CPU workers) on one study."
     )
     add_study_arguments(parser)
+    add_worker_limits(parser)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--gpus", help="comma-separated GPU ids, one worker each (CUDA_VISIBLE_DEVICES)")
     where.add_argument("--workers", type=int, help="number of CPU worker processes")
-    parser.add_argument("--n-trials", type=int, help="per worker")
-    parser.add_argument("--timeout", type=float, help="per worker: start no new trial after S seconds")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    worker_args = ["--storage", args.storage, "--study-name", args.study_name]
-    for flag, value in (
-        ("--spec", args.spec),
-        ("--run-root", args.run_root),
-        ("--n-trials", args.n_trials),
-        ("--timeout", args.timeout),
-    ):
-        if value is not None:
-            worker_args += [flag, str(value)]
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be >= 1")
-    return launch(worker_args, gpus, args.workers or 0)
+    return launch(worker_arguments(args), gpus, args.workers or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

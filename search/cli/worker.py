@@ -25,11 +25,7 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-root", help="trial folders (checkpoints); default: beside the storage file")
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="shrink worker", description="Run trials until the study's budget is reached."
-    )
-    add_study_arguments(parser)
+def add_worker_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-trials", type=int, help="stop after this many trials (default: study budget)")
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument(
@@ -40,6 +36,24 @@ def build_parser() -> ArgumentParser:
         metavar=("INTERVAL", "GRACE"),
         help="RDB heartbeat and grace period (s): a dead worker's trial is re-queued after GRACE",
     )
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The worker command line that reproduces ``args`` (what launch passes to each worker)."""
+    argv = ["--storage", args.storage, "--study-name", args.study_name]
+    for flag in ("spec", "run_root", "n_trials", "timeout"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    return argv + ["--heartbeat", *(str(v) for v in args.heartbeat)]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="shrink worker", description="Run trials until the study's budget is reached."
+    )
+    add_study_arguments(parser)
+    add_worker_limits(parser)
     parser.add_argument(
         "--worker-index", type=int, default=0, help="offsets the sampler seed (set by launch)"
     )
