@@ -11,6 +11,7 @@ from shrink.search.results import format_front, front_rows
 from shrink.search.spec import load_spec
 from shrink.search.storage import StorageError
 from shrink.search.study import attach, create
+from shrink.search.trial_runner import default_run_root
 from shrink.search.worker import Worker, trials_used
 
 from ._common import ArgumentParser, add_set_argument, run_command
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"created study {name!r} in {url}")
     budget = spec.spec.budget.n_trials
     progress = lambda trial: print(f"-- {trials_used(handle.study)}/{budget} trials used")  # noqa: E731
-    run_root = out / "runs"
+    run_root = default_run_root(url)
     Worker(handle, run_root, log=print, **dashboard_hooks(handle, run_root, then=progress)).run()
 
     rows = front_rows(handle.study, handle.dev_jpeg)
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         trial = handle.study.get_trials(deepcopy=False)[best.trial]
         bundle = export_trial(handle.study, trial, out / "bundles", overwrite=True)
         print(f"\nbest bundle (trial {best.trial}, {best.gain_db:+.3f} dB over JPEG): {bundle}")
-    print(f"\nlook at the study:  .venv/bin/optuna-dashboard {url}")
+    print(f"\nlook at the study:  .venv/bin/shrink dashboard --storage {url}")
+    print(f"                    (or plain .venv/bin/optuna-dashboard {url}, without the trials' crops)")
     print(f"                    .venv/bin/optuna trials --storage {url} --study-name {name}")
     return 0
 
