@@ -6,8 +6,10 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The storage tests' private PostgreSQL server (.ci/postgres.sh); its URL is read from $(PG_DIR)/url.
+PG_DIR ?= $(or $(TMPDIR),/tmp)/shrink-ci-pg-$(shell id -u)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean postgres postgres-stop
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +20,18 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/shrink demo
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/ruff check .
+	SHRINK_PG_DIR=$(PG_DIR) \
+	SHRINK_TEST_POSTGRES_URL="$${SHRINK_TEST_POSTGRES_URL:-$$(cat $(PG_DIR)/url 2>/dev/null)}" \
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Installs Debian's postgresql when missing (root + apt-get only) and starts or reuses the test server.
+postgres:
+	PG_DIR=$(PG_DIR) PYTHON=$(PYTHON) bash .ci/postgres.sh
+
+postgres-stop:
+	PG_DIR=$(PG_DIR) bash .ci/postgres.sh stop
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_overhead.py

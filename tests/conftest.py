@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import gc
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 from PIL import Image
 
 from shrink.compression.config import TrainConfig, config_from_dict
@@ -62,3 +68,83 @@ def tiny_config_dict(folder: Path, **training) -> dict:
 @pytest.fixture
 def tiny_config(image_folder: Path) -> TrainConfig:
     return config_from_dict(tiny_config_dict(image_folder))
+
+
+POSTGRES_ENV = "SHRINK_TEST_POSTGRES_URL"
+
+
+def postgres_url_file() -> Path:
+    """Where .ci/postgres.sh (``make postgres``) writes its server's URL."""
+    folder = os.environ.get("SHRINK_PG_DIR") or Path(tempfile.gettempdir()) / f"shrink-ci-pg-{os.getuid()}"
+    return Path(folder) / "url"
+
+
+def _no_postgres(reason: str) -> None:
+    """Skip, or fail where SHRINK_REQUIRE_POSTGRES is set (a machine that must test PostgreSQL)."""
+    message = f"no PostgreSQL server: {reason}; `make postgres` starts one (Debian's postgresql package)"
+    if os.environ.get("SHRINK_REQUIRE_POSTGRES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _pg_connect(url: sqlalchemy.engine.URL, database: str | None = None):
+    import psycopg
+
+    return psycopg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        dbname=database or url.database, connect_timeout=5, autocommit=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> sqlalchemy.engine.URL:
+    """The test server's URL: $SHRINK_TEST_POSTGRES_URL, else the one .ci/postgres.sh wrote; skips if none."""
+    import psycopg
+
+    from shrink.search.storage import redact
+
+    raw = os.environ.get(POSTGRES_ENV) or ""
+    if not raw and postgres_url_file().is_file():
+        raw = postgres_url_file().read_text().strip()
+    if not raw:
+        _no_postgres(f"{POSTGRES_ENV} is unset and {postgres_url_file()} is absent")
+    url = sqlalchemy.engine.make_url(raw)
+    try:
+        with _pg_connect(url) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        reason = (redact(str(error)).strip().splitlines() or [type(error).__name__])[0]
+        _no_postgres(f"{redact(raw)} is unreachable ({reason})")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: sqlalchemy.engine.URL) -> Iterator[str]:
+    """A fresh, empty database on the test server for this test alone (dropped afterwards)."""
+    name = f"shrink_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect(postgres_server) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server.set(database=name).render_as_string(hide_password=False)
+    _dispose_engines(name)
+    with _pg_connect(postgres_server) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _dispose_engines(database: str) -> None:
+    """Close the test's pooled connections (Optuna storages keep engines) before dropping its database."""
+    gc.collect()
+    for engine in [o for o in gc.get_objects() if type(o) is sqlalchemy.engine.Engine]:
+        if engine.url.database == database:
+            engine.dispose()
+
+
+@pytest.fixture
+def storage_url_any(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    """A fresh storage URL of ``kind`` (parametrize it): "sqlite", "journal" or "postgresql"."""
+    if kind == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    if kind == "journal":
+        return f"journal:{tmp_path / 'study.log'}"
+    raise ValueError(f"unknown storage kind {kind!r}")
