@@ -36,17 +36,20 @@ def _pump(stream, prefix: str) -> None:
     stream.close()
 
 
-def launch(worker_args: Sequence[str], gpus: Sequence[str] | None, n_workers: int) -> int:
+def launch(
+    worker_args: Sequence[str], gpus: Sequence[str] | None, n_workers: int, env: dict[str, str] | None = None
+) -> int:
+    """``env``: extra environment for every worker (secrets such as the storage URL go here, not in argv)."""
     slots = list(gpus) if gpus else [None] * n_workers
     processes: list[subprocess.Popen] = []
     pumps = []
     for index, gpu in enumerate(slots):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        worker_env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1")
         if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            worker_env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         process = subprocess.Popen(
             worker_command(worker_args, index),
-            env=env,
+            env=worker_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -293,3 +293,16 @@ def test_demo_runs_a_small_study_end_to_end(tmp_path, capsys):
     # a second run attaches to the finished study and runs nothing more
     assert demo_main(argv) == 0
     assert len(load(f"sqlite:///{tmp_path / 'demo' / 'study.db'}", "demo").trials) == 2
+
+
+def test_launch_keeps_the_storage_url_out_of_worker_command_lines():
+    from shrink.search.cli.launch import build_parser
+    from shrink.search.cli.worker import worker_arguments
+
+    url = "postgresql+psycopg://shrink:s3cret@db/shrink"
+    args = build_parser().parse_args(
+        ["--storage", url, "--study-name", "s", "--workers", "2", "--heartbeat", "5", "9"]
+    )
+    argv = worker_arguments(args)
+    assert not any("s3cret" in part for part in argv)
+    assert argv[-3:] == ["--heartbeat", "5", "9"] and argv[:2] == ["--study-name", "s"]

@@ -7,7 +7,7 @@ import argparse
 from shrink.search.launch import launch
 
 from ._common import ArgumentParser, run_command
-from .worker import add_study_arguments, add_worker_limits, worker_arguments
+from .worker import STORAGE_ENV, add_study_arguments, add_worker_limits, worker_arguments
 
 
 def build_parser() -> ArgumentParser:
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be >= 1")
-    return launch(worker_arguments(args), gpus, args.workers or 0)
+    return launch(worker_arguments(args), gpus, args.workers or 0, env={STORAGE_ENV: args.storage})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from shrink.search.spec import load_spec
 from shrink.search.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
@@ -13,10 +14,16 @@ from shrink.search.worker import Worker
 from ._common import ArgumentParser, run_command
 from ._hooks import dashboard_hooks
 
+STORAGE_ENV = "SHRINK_STORAGE"
+
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    from_env = os.environ.get(STORAGE_ENV)
     parser.add_argument(
-        "--storage", required=True, help="sqlite:///FILE, postgresql+psycopg://..., journal:FILE"
+        "--storage",
+        required=from_env is None,
+        default=from_env,
+        help=f"sqlite:///FILE, postgresql+psycopg://..., journal:FILE (default: ${STORAGE_ENV})",
     )
     parser.add_argument("--study-name", required=True)
     parser.add_argument(
@@ -40,7 +47,7 @@ def add_worker_limits(parser: argparse.ArgumentParser) -> None:
 
 def worker_arguments(args: argparse.Namespace) -> list[str]:
     """The worker command line that reproduces ``args`` (what launch passes to each worker)."""
-    argv = ["--storage", args.storage, "--study-name", args.study_name]
+    argv = ["--study-name", args.study_name]  # the storage URL travels in $SHRINK_STORAGE: no password in ps
     for flag in ("spec", "run_root", "n_trials", "timeout"):
         value = getattr(args, flag)
         if value is not None:
