@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # The storage tests' private PostgreSQL server (.ci/postgres.sh); its URL is read from $(PG_DIR)/url.
 PG_DIR ?= $(or $(TMPDIR),/tmp)/shrink-ci-pg-$(shell id -u)
 
-.PHONY: demo test lint bench clean postgres postgres-stop
+.PHONY: demo test lint bench clean postgres postgres-stop chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/shrink demo
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres chromium
 	$(BIN)/ruff check .
 	SHRINK_PG_DIR=$(PG_DIR) \
 	SHRINK_TEST_POSTGRES_URL="$${SHRINK_TEST_POSTGRES_URL:-$$(cat $(PG_DIR)/url 2>/dev/null)}" \
@@ -32,6 +32,14 @@ postgres:
 
 postgres-stop:
 	PG_DIR=$(PG_DIR) bash .ci/postgres.sh stop
+
+# Installs Debian's chromium and chromium-driver when missing (root + apt-get only): the report's browser test.
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	else echo "chromium is missing (needs root + apt-get to install): the browser test will skip"; fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_overhead.py

@@ -1,0 +1,319 @@
+"""``shrink report``: one self-contained HTML page about a study, gathered first, then drawn.
+
+:func:`gather_report` reads the study (and measures baselines / bundles, cached) into a :class:`ReportData` of
+plain dataclasses; :func:`render_report` turns it into HTML with Plotly; :func:`write_report` does both and
+writes the page atomically. Sections (each an ``<h2>`` with the id in :data:`SECTIONS`): RD plots, BD-rates,
+bundles on another image set, hypervolume, parameter importances, learning curves, pruning savings, gallery.
+
+Baseline and bundle curves are cached in a JSON file (default: ``REPORT.cache.json`` beside the report; see
+:mod:`.cache`), never in the study: a report only reads the storage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from shrink.compression.data import NamedImage, load_images
+from shrink.compression.files import atomic_write_text
+from shrink.compression.rd import RDCurve, load_curves
+from shrink.compression.trainer import load_dev_images
+from shrink.search.results import FrontRow, front_rows
+from shrink.search.spec import ResolvedSpec
+from shrink.search.study import stored_spec
+
+from . import html, plots
+from .cache import CurveCache
+from .curves import ALL_BASELINES, baseline_curves, bundle_curves, dev_baselines, find_bundles
+from .gallery import GalleryInfo, get_gallery_info
+from .study_info import (
+    BDRateRow,
+    HypervolumeInfo,
+    ImportanceInfo,
+    LearningCurve,
+    PruningSavings,
+    TrialPoint,
+    front_curve,
+    get_bd_rate_table,
+    get_hypervolume_info,
+    get_importance_info,
+    get_learning_curves_info,
+    get_pruning_savings,
+    get_rd_points_info,
+)
+
+SECTIONS = {
+    "rd": "Rate–distortion on the dev images",
+    "bd-rate": "BD-rates on the dev images",
+    "data-set": "Exported bundles on another image set",
+    "hypervolume": "Hypervolume over trials",
+    "importance": "Parameter importances",
+    "learning-curves": "Learning curves",
+    "pruning": "Pruning savings",
+    "gallery": "Image gallery",
+}
+RD_METRICS = ("msssim", "msssim_db", "psnr")
+
+
+@dataclass
+class ReportOptions:
+    bundles: Path | None = None  # a folder of bundles (shrink export --pareto --out DIR) or one bundle
+    data: Path | None = None  # another image set (e.g. Kodak) to evaluate the bundles on
+    data_baselines: Path | None = None  # a `shrink baselines --json` file of that set, instead of measuring
+    qualities: list[int] | None = None  # quality grid of baselines and bundles (default DEFAULT_QUALITIES)
+    cache: Path | None = None  # the curve cache file; None keeps curves in memory only
+    gallery_images: int = 3
+    crop: int = 128
+    roots: list[Path] = field(default_factory=lambda: [Path.cwd()])  # for relative checkpoint paths
+    storage_label: str = ""
+
+
+@dataclass
+class DataSetInfo:
+    folder: str
+    n_images: int
+    baselines: dict[str, RDCurve]
+    bundles: dict[str, RDCurve]
+    bd_rows: list[BDRateRow]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    study_name: str
+    storage: str
+    generated: str
+    directions: list[str]
+    state_counts: dict[str, int]
+    budget_epochs: int | None
+    points: list[TrialPoint]
+    front_table: list[FrontRow]
+    dev_baselines: dict[str, RDCurve]
+    dev_bundles: dict[str, RDCurve]
+    bd_rows: list[BDRateRow]
+    data_set: DataSetInfo | None
+    hypervolume: HypervolumeInfo
+    importance: ImportanceInfo
+    learning: list[LearningCurve]
+    savings: PruningSavings
+    gallery: GalleryInfo
+    notes: dict[str, list[str]] = field(default_factory=dict)  # section id -> notes
+
+
+# ---------------------------------------------------------------- gathering
+
+
+def _dev_images(spec: ResolvedSpec | None, notes: list[str]) -> list[NamedImage]:
+    if spec is None:
+        notes.append("the study stores no shrink spec: its dev images (and baselines on them) are unknown")
+        return []
+    try:
+        return load_dev_images(spec.base_config.data)
+    except (OSError, ValueError) as error:
+        notes.append(f"dev images not loadable here, baselines left out: {error}")
+        return []
+
+
+def _budget_epochs(spec: ResolvedSpec | None, learning: Sequence[LearningCurve]) -> int | None:
+    if spec is not None:
+        return spec.base_config.training.epochs
+    return max((max(c.epochs) for c in learning), default=None)
+
+
+def _data_set(options: ReportOptions, cache: CurveCache, bundles: Sequence[Path]) -> DataSetInfo | None:
+    if options.data is None:
+        return None
+    images = load_images(options.data)
+    notes = []
+    if options.data_baselines is not None:
+        baselines = load_curves(options.data_baselines)
+        notes.append(f"baselines read from {options.data_baselines}")
+    else:
+        baselines = baseline_curves(images, ALL_BASELINES, cache, options.qualities)
+    tests = bundle_curves(bundles, images, cache, options.qualities)
+    if not bundles:
+        notes.append("no bundles to evaluate: pass --bundles DIR (from shrink export --pareto --out DIR)")
+    rows = get_bd_rate_table(tests, baselines)
+    return DataSetInfo(str(options.data), len(images), baselines, tests, rows, notes)
+
+
+def gather_report(
+    study: optuna.Study, options: ReportOptions | None = None, log: Callable[[str], None] = print
+) -> ReportData:
+    """Everything the report shows, as plain data (measuring and caching baselines and bundles)."""
+    options = options or ReportOptions()
+    bundles = find_bundles(options.bundles)  # a wrong folder fails before anything is measured
+    cache = CurveCache(options.cache)
+    notes: dict[str, list[str]] = {key: [] for key in SECTIONS}
+    spec = stored_spec(study)
+    points = get_rd_points_info(study)
+    log(f"report: {len(points)} completed trials; dev baselines")
+    images = _dev_images(spec, notes["rd"])
+    baselines = dev_baselines(study, images, cache, options.qualities) if images else {}
+    log(f"report: {len(bundles)} bundles on the dev images")
+    dev_bundle_curves = bundle_curves(bundles, images, cache, options.qualities) if images else {}
+    tests = {"Pareto front": front_curve(points), **dev_bundle_curves}
+    log("report: other image set" if options.data else "report: trials")
+    data_set = _data_set(options, cache, bundles)
+    learning = get_learning_curves_info(study)
+    budget = _budget_epochs(spec, learning)
+    log("report: gallery")
+    gallery = get_gallery_info(study, points, options.roots, options.gallery_images, options.crop)
+    return ReportData(
+        study_name=study.study_name,
+        storage=options.storage_label,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        directions=[d.name.lower() for d in study.directions],
+        state_counts=_state_counts(study),
+        budget_epochs=budget,
+        points=points,
+        front_table=front_rows(study, baselines["jpeg"]) if "jpeg" in baselines else [],
+        dev_baselines=baselines,
+        dev_bundles=dev_bundle_curves,
+        bd_rows=get_bd_rate_table(tests, baselines),
+        data_set=data_set,
+        hypervolume=get_hypervolume_info(points),
+        importance=get_importance_info(study),
+        learning=learning,
+        savings=get_pruning_savings(study, budget or 0),
+        gallery=gallery,
+        notes=notes,
+    )
+
+
+def _state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return {name: count for name, count in counts.items() if count}
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _header(data: ReportData) -> str:
+    states = ", ".join(f"{count} {name.lower()}" for name, count in data.state_counts.items()) or "no trials"
+    return (
+        f"<h1>shrink study report: {html.esc(data.study_name)}</h1>\n"
+        f'<p class="meta">{html.esc(data.storage)} · directions {html.esc(", ".join(data.directions))} · '
+        f"{html.esc(states)} · budget {data.budget_epochs} epochs per trial · generated {data.generated}</p>"
+    )
+
+
+def _front_table(rows: Sequence[FrontRow]) -> str:
+    body = [
+        [str(r.trial), f"{r.bpp:.4f}", f"{r.msssim:.4f}", f"{r.jpeg_msssim:.4f}", f"{r.gain_db:+.3f}"]
+        for r in rows
+    ]
+    return html.table(["trial", "bpp", "MS-SSIM", "JPEG MS-SSIM @bpp", "gain dB"], body)
+
+
+def _rd_section(data: ReportData) -> str:
+    parts = [html.note(n) for n in data.notes["rd"]]
+    if not data.points:
+        parts.append(html.note("no completed trial yet"))
+    titles = {"msssim": "MS-SSIM", "msssim_db": "MS-SSIM (dB)", "psnr": "PSNR"}
+    for metric in RD_METRICS:
+        title = f"Dev bpp vs {titles[metric]}"
+        fig = plots.rd_figure(data.points, data.dev_baselines, metric, title, data.dev_bundles)
+        parts.append(html.figure(fig, f"plot-rd-{metric}"))
+    if data.front_table:
+        parts += [
+            html.paragraph("Pareto front beside the study's dev JPEG curve:"),
+            _front_table(data.front_table),
+        ]
+    return "\n".join(parts)
+
+
+def _bd_section(data: ReportData) -> str:
+    intro = html.paragraph(
+        "BD-rate (%) of the Pareto front (its trials' dev points as one curve, by bpp) and of each bundle "
+        "(evaluated on the dev images) against each baseline; negative = fewer bits at equal quality."
+    )
+    return intro + html.bd_table(data.bd_rows) if data.bd_rows else html.note("no baseline curves to compare")
+
+
+def _data_section(data: ReportData) -> str:
+    info = data.data_set
+    if info is None:
+        return html.note("no other image set: run with --data DIR (e.g. Kodak) and --bundles DIR")
+    parts = [html.paragraph(f"{info.n_images} images from {info.folder}.")]
+    parts += [html.note(n) for n in info.notes]
+    for metric in ("msssim_db", "psnr"):
+        title = f"Bundles vs baselines on {Path(info.folder).name}: bpp vs {plots.METRIC_LABELS[metric]}"
+        parts.append(
+            html.figure(
+                plots.curves_figure(info.bundles, info.baselines, metric, title), f"plot-data-{metric}"
+            )
+        )
+    if info.bd_rows:
+        parts.append(html.bd_table(info.bd_rows))
+    return "\n".join(parts)
+
+
+def _hypervolume_section(data: ReportData) -> str:
+    if not data.hypervolume.values:
+        return html.note("no completed trial yet")
+    return html.figure(plots.hypervolume_figure(data.hypervolume), "plot-hypervolume")
+
+
+def _importance_section(data: ReportData) -> str:
+    parts = [html.note(n) for n in data.importance.notes]
+    if data.importance.importances:
+        parts.append(html.figure(plots.importance_figure(data.importance), "plot-importance"))
+    return "\n".join(parts) or html.note("no importances")
+
+
+def _learning_section(data: ReportData) -> str:
+    if not data.learning:
+        return html.note("no trial has recorded an epoch yet")
+    return html.figure(plots.learning_curves_figure(data.learning, data.budget_epochs), "plot-learning")
+
+
+def _pruning_section(data: ReportData) -> str:
+    s = data.savings
+    summary = html.table(
+        ["finished trials", "pruned", "budget / trial", "epochs run", "epochs if unpruned", "saved"],
+        [[str(s.n_finished), str(len(s.pruned)), str(s.budget_epochs), str(s.total_run), str(s.total_budget),
+          f"{s.saved} ({s.saved_fraction:.0%})"]],
+        name_columns=0,
+    )  # fmt: skip
+    if not s.epochs_run:
+        return summary
+    return summary + html.figure(plots.savings_figure(s), "plot-pruning")
+
+
+RENDERERS = {
+    "rd": _rd_section,
+    "bd-rate": _bd_section,
+    "data-set": _data_section,
+    "hypervolume": _hypervolume_section,
+    "importance": _importance_section,
+    "learning-curves": _learning_section,
+    "pruning": _pruning_section,
+    "gallery": lambda data: html.gallery(data.gallery),
+}
+
+
+def render_report(data: ReportData) -> str:
+    sections = [html.section(key, title, RENDERERS[key](data)) for key, title in SECTIONS.items()]
+    return html.page(f"shrink report: {data.study_name}", _header(data), list(SECTIONS.items()), sections)
+
+
+def write_report(
+    study: optuna.Study,
+    out: str | Path,
+    options: ReportOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Gather, render and write the report atomically (temp file + rename); returns ``out``."""
+    text = render_report(gather_report(study, options, log))
+    path = atomic_write_text(out, text)
+    os.chmod(path, 0o644)  # a page to share: the temp file's 0600 would hide it from others
+    return path
