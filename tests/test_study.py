@@ -280,7 +280,7 @@ def test_demo_runs_a_small_study_end_to_end(tmp_path, capsys):
 
     spec = Path(__file__).resolve().parents[1] / "studies" / "demo.toml"
     overrides = ["budget.n_trials=2", "budget.epochs=2", "budget.steps_per_epoch=5", "data.dev_max_images=1"]
-    argv = ["--spec", str(spec), "--out", str(tmp_path / "demo")]
+    argv = ["--spec", str(spec), "--out", str(tmp_path / "demo"), "--no-report"]
     for item in overrides:
         argv += ["--set", item]
     assert demo_main(argv) == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shrink.dashboards.report import ReportOptions, write_report
+from shrink.dashboards.study_info import storage_roots
 from shrink.search.export import export_trial
 from shrink.search.results import format_front, front_rows
 from shrink.search.spec import load_spec
@@ -24,6 +26,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", default="runs/demo", help="study.db, trial runs and bundles go here")
     parser.add_argument("--study-name", default=None, help="default: the spec's name")
     add_set_argument(parser, "budget.n_trials=4")
+    parser.add_argument("--no-report", action="store_true", help="skip writing OUT/report.html")
     return parser
 
 
@@ -53,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         trial = handle.study.get_trials(deepcopy=False)[best.trial]
         bundle = export_trial(handle.study, trial, out / "bundles", overwrite=True)
         print(f"\nbest bundle (trial {best.trial}, {best.gain_db:+.3f} dB over JPEG): {bundle}")
+    if not args.no_report:
+        options = ReportOptions(
+            bundles=out / "bundles" if rows else None,
+            cache=out / "report.html.cache.json",
+            roots=storage_roots(url),
+            storage_label=url,
+        )
+        print(f"\nreport: {write_report(handle.study, out / 'report.html', options)}")
     print(f"\nlook at the study:  .venv/bin/shrink dashboard --storage {url}")
     print(f"                    (or plain .venv/bin/optuna-dashboard {url}, without the trials' crops)")
     print(f"                    .venv/bin/optuna trials --storage {url} --study-name {name}")
