@@ -23,7 +23,6 @@ from shrink.compression.config import (
     apply_overrides,
     format_validation_error,
     read_toml,
-    tomllib,
 )
 
 SWITCH_PREFIX = "switch."  # space entries that only gate others (``when``) and set no config field
@@ -208,6 +207,9 @@ class StudySpec(Strict):
         """Preset ⊕ [base] ⊕ [data] ⊕ [budget], as a TrainConfig dict (not yet validated)."""
         data = copy.deepcopy(resolved_preset or {})
         _deep_merge(data, self.base)
+        for table in ("data", "training"):
+            if not isinstance(data.setdefault(table, {}), dict):
+                raise SpecError(f"base.{table}: must be a table, got {data[table]!r}")
         for key, value in self.data.model_dump(exclude_none=True).items():
             data.setdefault("data", {})[key] = value
         budget = self.budget.model_dump(exclude_none=True)
@@ -323,13 +325,10 @@ def _format_spec_error(error: ValidationError) -> str:
 def _load_preset(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
     if spec.base_preset is None:
         return {}
-    path = (spec_dir / spec.base_preset).resolve()
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"base_preset: file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"base_preset: {path} is not valid TOML: {error}") from None
+        return read_toml(spec_dir / spec.base_preset, "preset")
+    except ConfigError as error:
+        raise SpecError(f"base_preset: {error}") from None
 
 
 def _validate_config(data: dict[str, Any], where: str, value: Any = None) -> TrainConfig:
@@ -353,10 +352,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> ResolvedS
 def spec_diff(stored: ResolvedSpec, given: ResolvedSpec) -> list[str]:
     """Readable lines, one per differing leaf: ``path: stored -> given``."""
     left, right = _flatten(stored.to_dict()), _flatten(given.to_dict())
+    # compared as JSON text: a NaN choice equals itself once stored
+    same = lambda key: json.dumps(left.get(key, "<absent>")) == json.dumps(right.get(key, "<absent>"))  # noqa: E731
     return [
         f"{key}: {left.get(key, '<absent>')!r} -> {right.get(key, '<absent>')!r}"
         for key in sorted(set(left) | set(right))
-        if left.get(key, "<absent>") != right.get(key, "<absent>")
+        if not same(key)
     ]
 
 
