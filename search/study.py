@@ -91,7 +91,10 @@ def attach(
                 + (f" (and {len(diff) - 8} more)" if len(diff) > 8 else "")
             )
     dev_jpeg = _cached_dev_jpeg(study, stored)
-    study.sampler = build_sampler(stored, sampler_seed_offset)
+    # A worker that attaches to a study with trials must not replay the random stream of the first one
+    # (same seed -> the same startup params again): offset the seed by the trials already there.
+    already = len(study.get_trials(deepcopy=False))
+    study.sampler = build_sampler(stored, sampler_seed_offset + 7919 * already)
     study.pruner = build_optuna_pruner(stored)
     return StudyHandle(study, stored, dev_jpeg, url)
 

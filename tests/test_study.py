@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 
 
 def write_spec(
-    path: Path, images: Path, *, n_trials=3, epochs=3, steps=2, mode="multi", pruner="none"
+    path: Path, images: Path, *, n_trials=3, epochs=3, steps=2, mode="multi", pruner="none", extra=""
 ) -> Path:
     path.write_text(
         f"""
@@ -73,6 +73,7 @@ step = 20
 [space."model.reccnn.width"]
 type = "categorical"
 choices = [8, 12]
+{extra}
 """
     )
     return path
@@ -306,3 +307,14 @@ def test_launch_keeps_the_storage_url_out_of_worker_command_lines():
     argv = worker_arguments(args)
     assert not any("s3cret" in part for part in argv)
     assert argv[-3:] == ["--heartbeat", "5", "9"] and argv[:2] == ["--study-name", "s"]
+
+
+def test_a_restarted_worker_does_not_replay_the_first_workers_samples(tmp_path, image_folder):
+    extra = '[space."loss.alpha_rec"]\ntype = "float"\nlow = 0.0\nhigh = 1.0'
+    spec = write_spec(tmp_path / "toy.toml", image_folder, n_trials=2, epochs=1, extra=extra)
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    for _ in range(2):  # two worker processes' worth of attach, one trial each, same seed
+        assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 0
+    first, second = load(url).trials
+    assert first.params["loss.alpha_rec"] != second.params["loss.alpha_rec"]
