@@ -7,6 +7,7 @@ JSON text), so ``torch.load(weights_only=True)`` reads it; a truncated or foreig
 
 from __future__ import annotations
 
+import io
 import platform
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,11 @@ def versions() -> dict[str, str]:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     state = {"format": FORMAT, "versions": versions(), **state}
-    return atomic_write(path, lambda handle: torch.save(state, handle))
+    # Serialised in memory first: a failed write (a full disk) then raises its own OSError, which torch's zip
+    # writer would bury in "RuntimeError: [enforce fail at inline_container.cc] unexpected pos".
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -20,8 +20,11 @@ def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object]) -> Path
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None and str(path) not in str(error):
+            # write() and fsync() errors name no file: say which one could not be written
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     return path
 

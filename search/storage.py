@@ -16,14 +16,18 @@ leave this module: messages use :func:`redact`, and driver messages are scrubbed
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
 from optuna.storages.journal import JournalFileBackend
 
 # Heartbeats, retries and metric names are "experimental" in Optuna 5; we rely on them knowingly.
@@ -179,3 +183,93 @@ def _enable_wal(storage: RDBStorage) -> None:
     """WAL lets readers (dashboard, optuna CLI) work beside a writer; the mode persists in the file."""
     with storage.engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+# A storage call that fails for want of a connection is retried after these pauses (then every 8 s) until it
+# has been failing for STORAGE_RETRY_S; then its error is raised as before.
+STORAGE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+STORAGE_RETRY_S = 60.0
+# The database calls Optuna's Study, Trial, optimize() and heartbeat thread make through the storage.
+STORAGE_CALLS = (
+    "get_all_trials", "get_trial", "create_new_trial", "set_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_best_trial", "get_study_user_attrs",
+    "get_study_system_attrs", "set_study_user_attr", "set_study_system_attr", "get_study_directions",
+    "_get_stale_trial_ids",
+)  # fmt: skip
+
+
+def is_transient(error: BaseException) -> bool:
+    """A refused or lost database connection (a server restarting, a network blip, SQLite busy).
+
+    Optuna's RDB storage wraps SQLAlchemy errors in ``StorageInternalError``; the cause says which kind.
+    """
+    if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return True
+    return isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
+
+
+def retry_storage(
+    call: Callable[[], Any],
+    what: str,
+    log: Callable[[str], None],
+    url: str,
+    give_up_after_s: float = STORAGE_RETRY_S,
+) -> Any:
+    """``call()``, retried with backoff while it fails with a transient storage error (each retry logged,
+    password redacted); other errors, and one still failing after ``give_up_after_s``, are raised."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            delay = STORAGE_RETRY_DELAYS_S[min(attempt, len(STORAGE_RETRY_DELAYS_S) - 1)]
+            attempt += 1
+            reason = _error_line(error, url)
+            if time.monotonic() - started + delay > give_up_after_s:
+                log(f"storage: {what} still failing after {attempt} attempts, giving up ({reason})")
+                raise
+            log(f"storage: {what} failed ({reason}); retry {attempt} in {delay:g}s")
+            time.sleep(delay)
+
+
+def retry_storage_calls(storage: optuna.storages.BaseStorage, url: str, log: Callable[[str], None]) -> None:
+    """Make a worker's RDB storage outlive a database restart (journal storages are left alone).
+
+    Each database call in ``STORAGE_CALLS`` is retried by :func:`retry_storage`. A heartbeat is not: one
+    that fails is logged and skipped (the heartbeat thread would die of the error), the next comes one
+    interval later. Connections the restart broke are replaced by the engine's ``pool_pre_ping``.
+    """
+    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if not isinstance(backend, RDBStorage) or getattr(storage, "_shrink_retrying", False):
+        return
+    for name in STORAGE_CALLS:
+        method = getattr(storage, name)
+        setattr(storage, name, functools.partial(_retried, method, name, log, url))
+    beat = storage.record_heartbeat
+
+    def record_heartbeat(trial_id: int) -> None:
+        try:
+            beat(trial_id)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log(f"storage: heartbeat of trial id {trial_id} skipped ({_error_line(error, url)})")
+
+    storage.record_heartbeat = record_heartbeat
+    storage._shrink_retrying = True
+
+
+def _retried(method: Callable[..., Any], name: str, log: Callable[[str], None], url: str, *args, **kwargs):
+    return retry_storage(lambda: method(*args, **kwargs), name, log, url)
+
+
+def _error_line(error: BaseException, url: str) -> str:
+    """The driver's first line, the URL's password scrubbed (see ``storage._first_line``)."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    return _first_line(cause, sqlalchemy.engine.make_url(url))

@@ -3,6 +3,8 @@
 Any number of workers (processes, GPUs, machines) may attach to one study: Optuna's storage hands each its
 own trials, and re-queued (WAITING) trials are taken first. On SIGINT/SIGTERM the running trial checkpoints,
 is marked FAILED and re-queued (so it resumes elsewhere), and the worker exits with 128 + the signal number.
+A database that goes away for a while (a PostgreSQL restart) is outlived: see
+:func:`shrink.search.storage.retry_storage_calls`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from .storage import MAX_RETRY
+from .storage import MAX_RETRY, retry_storage_calls
 from .study import StudyHandle
 from .trial_runner import OnComplete, TrialRunner
 
@@ -64,6 +66,7 @@ class Worker:
         on_complete: OnComplete | None = None,
     ):
         self.handle, self.log, self.on_trial_end = handle, log, on_trial_end
+        retry_storage_calls(handle.study._storage, handle.url, log)
         self.runner = TrialRunner(handle, run_root, log, on_complete)
         self.signal: int | None = None
 
