@@ -430,3 +430,37 @@ def test_cli_tiles_agree_with_the_whole_image(bundle: Path, make_bundle, photo: 
     assert np.abs(tiled - whole).max() <= 1 and (tiled == whole).mean() > 0.999
     with Image.open(io.BytesIO(paths[32][0].read_bytes())) as a, Image.open(paths[0][0]) as b:
         assert a.size == b.size
+
+
+# ---------------------------------------------------------------- the Kodak set through the CLI
+
+
+@pytest.mark.slow
+def test_kodak_through_compress_and_decompress_equals_shrink_eval(make_bundle, tmp_path: Path):
+    from .conftest import shared_folder
+
+    kodak = shared_folder("kodak")
+    bundle = make_bundle("kodak", "model.comcnn.width=4", "model.reccnn.width=4", trained=True)
+    quality = 40
+    assert (
+        shrink("eval", bundle, "--data", kodak, "--qualities", quality, "--json", tmp_path / "eval.json") == 0
+    )
+    evaluated = json.loads((tmp_path / "eval.json").read_text())["curves"]["shrink"]["per_image"]
+    sources = sorted(kodak.glob("*.png"))
+    assert shrink("compress", *sources, "--model", bundle, "-o", tmp_path / "jpg", "--quality", quality) == 0
+    for row, source in zip(sorted(evaluated, key=lambda r: r["image"]), sources, strict=True):
+        packed = (tmp_path / "jpg" / f"{source.stem}.jpg").read_bytes()
+        with Image.open(io.BytesIO(packed)) as opened:  # an ordinary JPEG any viewer opens
+            assert opened.format == "JPEG"
+        assert len(strip_segment(packed)) == row["bytes"]  # eval's file plus our segment, nothing else
+        out = tmp_path / "png" / f"{source.stem}.png"
+        out.parent.mkdir(exist_ok=True)
+        assert decompress(tmp_path / "jpg" / f"{source.stem}.jpg", bundle, out) == 0
+        x = (
+            torch.from_numpy(np.asarray(Image.open(source).convert("RGB")).copy()).permute(2, 0, 1)[None]
+            / 255
+        )
+        x_hat = torch.from_numpy(np.asarray(Image.open(out)).copy()).permute(2, 0, 1)[None] / 255
+        measured = measure(source.name, quality, row["bytes"], x_hat.float(), x.float())
+        assert measured["msssim"] == pytest.approx(row["msssim"], abs=1e-7)
+        assert measured["bpp"] == pytest.approx(row["bpp"], rel=1e-12)
