@@ -462,5 +462,5 @@ def test_kodak_through_compress_and_decompress_equals_shrink_eval(make_bundle, t
         )
         x_hat = torch.from_numpy(np.asarray(Image.open(out)).copy()).permute(2, 0, 1)[None] / 255
         measured = measure(source.name, quality, row["bytes"], x_hat.float(), x.float())
-        assert measured["msssim"] == pytest.approx(row["msssim"], abs=1e-7)
+        assert measured["msssim"] == pytest.approx(row["msssim"], abs=1e-6)  # float32 sums, other threads
         assert measured["bpp"] == pytest.approx(row["bpp"], rel=1e-12)
