@@ -101,6 +101,7 @@ def open_storage(
         storage = RDBStorage(template, engine_kwargs=_engine_kwargs(parsed), **heartbeat)
         if parsed.get_backend_name() == "sqlite":
             _enable_wal(storage)
+            _serialize_sqlite_transactions(storage)
         return storage
     except ImportError as error:
         raise StorageError(
@@ -183,6 +184,27 @@ def _enable_wal(storage: RDBStorage) -> None:
     """WAL lets readers (dashboard, optuna CLI) work beside a writer; the mode persists in the file."""
     with storage.engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
+    """Every SQLite transaction takes the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    pysqlite runs a SELECT outside any transaction and opens one only at the first write, so Optuna's
+    "read the trial, still WAITING? mark it RUNNING" is not atomic on SQLite (``FOR UPDATE`` is ignored
+    there): two workers popping the same re-queued trial both won and trained it twice. SQLAlchemy's recipe
+    for pysqlite: let SQLAlchemy emit BEGIN itself, as IMMEDIATE; pooled connections are replaced.
+    """
+    engine = storage.engine
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, connection_record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()
 
 
 # A storage call that fails for want of a connection is retried after these pauses (then every 8 s) until it
