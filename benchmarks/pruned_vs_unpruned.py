@@ -19,15 +19,13 @@ import optuna
 from optuna.trial import TrialState
 
 from shrink.search.pruning import hypervolume_2d
-from shrink.search.trial_runner import original_number
+from shrink.search.trial_runner import original_number, study_curves
 
 
 def epochs_by_original(study: optuna.Study) -> dict[int, int]:
     """Epochs each original trial ran, the last of its retries holding the full record."""
-    epochs: dict[int, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        records = [r for r in trial.user_attrs.get("epochs", []) if not r.get("partial")]
-        epochs[original_number(trial)] = max(epochs.get(original_number(trial), 0), len(records))
+    epochs = {original_number(trial): 0 for trial in study.get_trials(deepcopy=False)}  # 0: failed at start
+    epochs.update({number: len(curve) for number, curve in study_curves(study).items()})
     return epochs
 
 

@@ -47,12 +47,12 @@ def load_json(path: str) -> Curves:
 
 
 def load_study(storage: str, study_name: str) -> Curves:
-    """Each trial's user attribute "epochs" (its epoch records) from an Optuna study."""
+    """Each trial's recorded epochs (user attribute "epochs"), as the pruners see them in a study."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    records = {str(t.number): t.user_attrs.get("epochs") for t in study.get_trials(deepcopy=False)}
-    return parse_curves({number: epochs for number, epochs in records.items() if epochs})
+    from shrink.search.trial_runner import study_curves
+
+    return study_curves(optuna.load_study(study_name=study_name, storage=storage))
 
 
 def synthetic(trials: int, epochs: int, seed: int) -> Curves:

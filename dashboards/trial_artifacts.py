@@ -14,13 +14,15 @@ from pathlib import Path
 import optuna
 import plotly.graph_objects as go
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.trial import TrialState
 from optuna_dashboard import save_note, save_plotly_graph_object
 
 from shrink.compression.checkpoint import model_from_checkpoint
 from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import EpochRecord, Trainer
+
+from . import plots
+from .study_info import get_rd_points_info
 
 RD_GRAPH_ID = "rd-vs-jpeg"
 
@@ -71,30 +73,9 @@ def record_trial(
 
 
 def rd_figure(study: optuna.Study, dev_jpeg: RDCurve) -> go.Figure:
-    rates, values = dev_jpeg.values("msssim")
-    figure = go.Figure(go.Scatter(x=rates, y=values, mode="lines+markers", name="JPEG (dev)"))
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("rd_point")
-    ]
-    front = {t.number for t in study.best_trials} if trials else set()
-    for on_front, name in ((False, "trials"), (True, "Pareto front")):
-        chosen = sorted(
-            (t for t in trials if (t.number in front) == on_front),
-            key=lambda t: t.user_attrs["rd_point"]["dev_bpp"],
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=[t.user_attrs["rd_point"]["dev_bpp"] for t in chosen],
-                y=[t.user_attrs["rd_point"]["dev_msssim"] for t in chosen],
-                mode="lines+markers" if on_front else "markers",
-                name=name,
-                text=[f"trial {t.number}" for t in chosen],
-            )
-        )
-    figure.update_layout(title="dev RD: trials vs JPEG", xaxis_title="bpp", yaxis_title="MS-SSIM")
-    return figure
+    """The report's RD plot (trials, Pareto front) against the study's dev JPEG curve."""
+    jpeg = RDCurve("JPEG (dev)", dev_jpeg.points)
+    return plots.rd_figure(get_rd_points_info(study), {jpeg.name: jpeg}, "msssim", "dev RD: trials vs JPEG")
 
 
 def update_study_plot(study: optuna.Study, dev_jpeg: RDCurve) -> None:

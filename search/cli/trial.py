@@ -13,6 +13,7 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
+from shrink.search.spec import load_spec
 from shrink.search.study import attach
 from shrink.search.trial_runner import TrialRunner, default_run_root
 
@@ -32,8 +33,6 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shrink.search.spec import load_spec
-
     handle = attach(args.storage, args.study_name, load_spec(args.spec) if args.spec else None)
     study = handle.study
     trials = study.get_trials(deepcopy=False)
