@@ -84,8 +84,8 @@ class AvifCodec(Codec):
 
 CODECS: dict[str, Callable[[CodecConfig], Codec]] = {
     "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize),
-    "webp": lambda c: WebPCodec(),
-    "avif": lambda c: AvifCodec(subsampling=c.subsampling),
+    "webp": lambda c: WebPCodec(method=c.webp_method),
+    "avif": lambda c: AvifCodec(subsampling=c.subsampling, speed=c.avif_speed),
 }
 
 

@@ -64,6 +64,8 @@ class CodecConfig(Strict):
     quality_range: tuple[int, int] = (10, 95)
     subsampling: Subsampling = "4:2:0"
     optimize: bool = True
+    webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 6 = smallest files, slowest")
+    avif_speed: int = Field(6, ge=0, le=10, description="libavif encoder speed: 0 = smallest files, slowest")
     threads: int = Field(0, ge=0, description="codec thread pool size; 0 = one per CPU core")
 
     @model_validator(mode="after")
@@ -100,6 +102,10 @@ class OptimizerConfig(Strict):
 
 class GuardConfig(Strict):
     enabled: bool = True
+    judge: Literal["after-rec", "immediate"] = Field(
+        "after-rec",
+        description="judge a ComCNN turn once the RecCNN has had its next turn, or at the turn's end",
+    )
     lr_cut: float = Field(0.5, gt=0.0, le=1.0, description="ComCNN lr multiplier after a rolled-back turn")
     tolerance_db: float = Field(0.0, ge=0.0, description="a turn may lower the dev gain by this much")
 

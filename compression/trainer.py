@@ -5,8 +5,11 @@ callback), then checkpoint state. JPEG is not differentiable, so the nets altern
 - RecCNN turn: the real decoded file (no gradient to the ComCNN) -> bicubic up -> RecCNN; loss on x_hat.
 - ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat plus
   rate proxy, fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
-The guard: when a ComCNN turn lowers the dev gain over JPEG at matched bpp, the ComCNN is rolled back to where
-the turn started and its learning rate is cut (``training.guard``).
+The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.judge``):
+the dev gain over JPEG at matched bpp is measured with the new ComCNN and again with the ComCNN from before
+the turn, both behind the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its
+learning rate is cut (``training.guard``). Judged right after the turn instead, almost every change looks
+harmful, because the RecCNN was trained on the compact images the ComCNN has just moved away from.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class EpochRecord:
     dev_psnr: float
     dev_gain_db: float
     rolled_back: bool = False
+    com_baseline_gain_db: float | None = None  # judged epochs: the gain with the ComCNN from before its turn
     partial: bool = False
     dev_points: list[dict] = field(default_factory=list)
 
@@ -147,6 +151,8 @@ class Trainer:
         self.opt_com = make_optimizer(groups["comcnn"], config.optim_com)
         self.opt_rec = make_optimizer(groups["reccnn"], config.optim_rec)
         self.com_lr_scale = 1.0
+        self.com_pending: dict | None = None  # the ComCNN (and its optimiser) before the turn being judged
+        self.rec_after_com = False  # a RecCNN step has run since the last ComCNN step
 
         training = config.training
         self.total_steps = training.epochs * training.steps_per_epoch
@@ -174,9 +180,9 @@ class Trainer:
         self.epoch_losses: dict[str, list[float]] = {"rec": [], "com": []}
         self.epoch_bpp: list[float] = []
         self.epoch_turns: list[str] = []
-        self.com_snapshot = copy.deepcopy(
-            {"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()}
-        )
+
+    def _comcnn_state(self) -> dict:
+        return copy.deepcopy({"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()})
 
     def _autocast(self):
         if self.use_amp:
@@ -276,6 +282,9 @@ class Trainer:
         turn = self.turn_at(self.step)
         self._set_learning_rates()
         self.model.train()
+        if turn == "com" and self.com_pending is None and self.config.training.guard.enabled:
+            self.com_pending = self._comcnn_state()
+        self.rec_after_com = turn == "rec" and self.com_pending is not None
         loss = self.rec_step(x) if turn == "rec" else self.com_step(x)
         self.epoch_losses[turn].append(loss)
         if not self.epoch_turns or self.epoch_turns[-1] != turn:
@@ -287,25 +296,33 @@ class Trainer:
         curve = evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
         return curve, gain_over(curve, self.dev_jpeg, "msssim_db")
 
-    def _guard(self, curve: RDCurve, gain: float) -> tuple[RDCurve, float, bool]:
-        guard = self.config.training.guard
-        if not (guard.enabled and "com" in self.epoch_turns and self.history):
-            return curve, gain, False
-        if gain >= self.history[-1].dev_gain_db - guard.tolerance_db:
-            return curve, gain, False
-        self.model.comcnn.load_state_dict(self.com_snapshot["model"])
-        self.opt_com.load_state_dict(self.com_snapshot["optim"])
+    def _guard_due(self) -> bool:
+        if self.com_pending is None:
+            return False
+        return self.rec_after_com or self.config.training.guard.judge == "immediate"
+
+    def _guard(self, curve: RDCurve, gain: float) -> tuple[RDCurve, float, bool, float | None]:
+        """Judge the pending ComCNN turn: (curve, gain, rolled back, gain with the ComCNN from before it)."""
+        if not self._guard_due():
+            return curve, gain, False, None
+        guard, before, self.com_pending = self.config.training.guard, self.com_pending, None
+        after = copy.deepcopy(self.model.comcnn.state_dict())
+        self.model.comcnn.load_state_dict(before["model"])
+        baseline_curve, baseline = self.evaluate_dev()
+        if gain >= baseline - guard.tolerance_db:
+            self.model.comcnn.load_state_dict(after)
+            return curve, gain, False, baseline
+        self.opt_com.load_state_dict(before["optim"])
         self.com_lr_scale *= guard.lr_cut
         self.log(
-            f"guard: ComCNN turn lowered dev gain {self.history[-1].dev_gain_db:+.3f} -> {gain:+.3f} dB; "
-            f"rolled back, ComCNN lr x{self.com_lr_scale:.3g}"
+            f"guard: the ComCNN turn gives {gain:+.3f} dB, the ComCNN before it {baseline:+.3f} dB behind "
+            f"the same RecCNN; rolled back, ComCNN lr x{self.com_lr_scale:.3g}"
         )
-        curve, gain = self.evaluate_dev()
-        return curve, gain, True
+        return baseline_curve, baseline, True, baseline
 
     def end_epoch(self, started: float, partial: bool = False) -> EpochRecord:
         curve, gain = self.evaluate_dev()
-        curve, gain, rolled_back = self._guard(curve, gain)
+        curve, gain, rolled_back, com_baseline = self._guard(curve, gain)
         mean = mean_point(curve)
         record = EpochRecord(
             epoch=self.epoch if not partial else self.epoch + 1,
@@ -323,6 +340,7 @@ class Trainer:
             dev_psnr=mean.psnr,
             dev_gain_db=gain,
             rolled_back=rolled_back,
+            com_baseline_gain_db=com_baseline,
             partial=partial,
             dev_points=[point.to_dict() for point in curve.points],
         )
@@ -399,6 +417,8 @@ class Trainer:
             "optim_com": self.opt_com.state_dict(),
             "optim_rec": self.opt_rec.state_dict(),
             "com_lr_scale": self.com_lr_scale,
+            "com_pending": self.com_pending,
+            "rec_after_com": self.rec_after_com,
             "best_gain": self.best_gain,
             "elapsed_s": self.elapsed_before,
             "rng": rng,
@@ -417,6 +437,8 @@ class Trainer:
         self.opt_com.load_state_dict(state["optim_com"])
         self.opt_rec.load_state_dict(state["optim_rec"])
         self.com_lr_scale = float(state["com_lr_scale"])
+        self.com_pending = state.get("com_pending")  # absent from checkpoints of earlier versions
+        self.rec_after_com = bool(state.get("rec_after_com", False))
         self.best_gain = float(state["best_gain"])
         self.elapsed_before = float(state["elapsed_s"])
         torch.set_rng_state(state["rng"]["torch"])

@@ -59,6 +59,7 @@ def epoch_summary(record: EpochRecord) -> dict[str, Any]:
         "dev_psnr": record.dev_psnr,
         "dev_gain_db": record.dev_gain_db,
         "rolled_back": record.rolled_back,
+        "com_baseline_gain_db": record.com_baseline_gain_db,
         "partial": record.partial,
     }
 

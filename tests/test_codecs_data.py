@@ -8,7 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from shrink.compression.codecs import AvifCodec, BatchRoundTrip, JpegCodec, WebPCodec, from_uint8, to_uint8
+from shrink.compression.baselines import BASELINE_AVIF_SPEED, BASELINE_WEBP_METHOD, resolve_codec
+from shrink.compression.codecs import (
+    AvifCodec,
+    BatchRoundTrip,
+    JpegCodec,
+    WebPCodec,
+    build_codec,
+    from_uint8,
+    to_uint8,
+)
+from shrink.compression.config import CodecConfig
 from shrink.compression.data import CropSampler, ImageLoadError, NamedImage, load_images, read_image
 
 from .conftest import textured_image
@@ -108,3 +118,13 @@ def test_crop_sampler_pads_small_images_and_is_reproducible():
     assert first.shape == (4, 3, 32, 32) and 0 <= first.min() and first.max() <= 1
     sampler.load_state_dict(state)
     assert torch.equal(sampler.sample(4), first)
+
+
+def test_codec_effort_settings_reach_the_encoder():
+    assert build_codec(CodecConfig(name="webp", webp_method=2)).save_options(50)["method"] == 2
+    assert build_codec(CodecConfig(name="avif", avif_speed=9)).save_options(50)["speed"] == 9
+    assert resolve_codec("webp").save_options(50)["method"] == BASELINE_WEBP_METHOD
+    assert resolve_codec("avif").save_options(50)["speed"] == BASELINE_AVIF_SPEED
+    image = textured_image(96, 128, seed=5)
+    sizes = {m: len(build_codec(CodecConfig(name="webp", webp_method=m)).encode(image, 40)) for m in (0, 6)}
+    assert sizes[6] != sizes[0]  # the effort is not ignored by libwebp

@@ -8,7 +8,7 @@ import torch
 
 from shrink.compression.checkpoint import CheckpointError, load_checkpoint
 from shrink.compression.config import config_from_dict
-from shrink.compression.trainer import NonFiniteLossError, Trainer, lr_factor
+from shrink.compression.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, lr_factor
 
 from .conftest import tiny_config_dict
 
@@ -106,35 +106,93 @@ def test_non_finite_loss_stops_the_run(tiny_config, tmp_path: Path):
         trainer.run()
 
 
-def test_guard_rolls_back_a_harmful_comcnn_turn(image_folder: Path, tmp_path: Path):
-    config = config_from_dict(tiny_config_dict(image_folder, epochs=2, rec_warmup_epochs=1))
-    trainer = Trainer(config, tmp_path, log=quiet)
+def sabotage_comcnn_turns(record, trainer: Trainer) -> None:
+    """Epoch callback: make every ComCNN step destructive (huge lr, no fidelity or range terms)."""
+    trainer.config.optim_com.lr = 0.5
+    trainer.config.loss.fidelity_weight = 0.0
+    trainer.config.loss.range_weight = 0.0
 
-    def sabotage_after_rec_epoch(record, trainer_):
-        if record.turns == ["rec"]:  # the next epoch is the ComCNN's: make its steps destructive
-            trainer_.config.optim_com.lr = 0.5
-            trainer_.config.loss.fidelity_weight = 0.0
-            trainer_.config.loss.range_weight = 0.0
 
-    trainer.callback = sabotage_after_rec_epoch
-    snapshot_before_com = None
+def comcnn_weights_before_first_com_turn(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Runs ``trainer`` and returns the ComCNN as it was when its first turn began."""
+    seen: dict[str, torch.Tensor] = {}
+    original = trainer.com_step
 
-    original_reset = trainer._reset_epoch_stats
+    def remember_then_step(x):
+        if not seen:
+            seen.update({k: v.clone() for k, v in trainer.model.comcnn.state_dict().items()})
+        return original(x)
 
-    def remember():
-        nonlocal snapshot_before_com
-        original_reset()
-        snapshot_before_com = {k: v.clone() for k, v in trainer.model.comcnn.state_dict().items()}
+    trainer.com_step = remember_then_step
+    return seen
 
-    trainer._reset_epoch_stats = remember
+
+def guard_run(image_folder: Path, tmp_path: Path, epochs: int, **guard):
+    config = config_from_dict(tiny_config_dict(image_folder, epochs=epochs, rec_warmup_epochs=1, guard=guard))
+    trainer = Trainer(config, tmp_path, log=quiet, callback=sabotage_comcnn_turns)
     trainer.model.comcnn.head.weight.data.normal_(std=1e-3)
-    history = trainer.run().history
-    assert history[-1].turns == ["com"]
-    assert history[-1].rolled_back
-    assert history[-1].dev_gain_db >= history[-2].dev_gain_db
+    before = comcnn_weights_before_first_com_turn(trainer)
+    return trainer, trainer.run().history, before
+
+
+def test_guard_judges_a_comcnn_turn_after_the_next_reccnn_turn(image_folder: Path, tmp_path: Path):
+    trainer, history, before = guard_run(image_folder, tmp_path, epochs=3)
+    assert [record.turns for record in history] == [["rec"], ["com"], ["rec"]]
+    assert not history[1].rolled_back and history[1].com_baseline_gain_db is None  # not judged yet
+    judged = history[2]
+    assert judged.rolled_back
+    assert judged.dev_gain_db == judged.com_baseline_gain_db  # the record is the rolled-back model's
     for name, tensor in trainer.model.comcnn.state_dict().items():
-        assert torch.equal(tensor, snapshot_before_com[name]), name
-    assert trainer.com_lr_scale == pytest.approx(config.training.guard.lr_cut)
+        assert torch.equal(tensor, before[name]), name
+    assert trainer.com_lr_scale == pytest.approx(trainer.config.training.guard.lr_cut)
+    assert trainer.com_pending is None
+
+
+def test_guard_keeps_a_comcnn_turn_within_tolerance(image_folder: Path, tmp_path: Path):
+    trainer, history, before = guard_run(image_folder, tmp_path, epochs=3, tolerance_db=100.0)
+    judged = history[2]
+    assert not judged.rolled_back and judged.com_baseline_gain_db is not None
+    assert judged.dev_gain_db != judged.com_baseline_gain_db
+    assert any(not torch.equal(t, before[n]) for n, t in trainer.model.comcnn.state_dict().items())
+    assert trainer.com_lr_scale == 1.0
+
+
+def test_immediate_guard_judges_at_the_end_of_the_comcnn_turn(image_folder: Path, tmp_path: Path):
+    trainer, history, before = guard_run(image_folder, tmp_path, epochs=2, judge="immediate")
+    assert history[1].turns == ["com"] and history[1].rolled_back
+    # the RecCNN was frozen during the turn, so the ComCNN from before it scores what the last epoch did
+    assert history[1].dev_gain_db == pytest.approx(history[0].dev_gain_db, abs=1e-9)
+    for name, tensor in trainer.model.comcnn.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_resume_between_a_comcnn_turn_and_its_judgement(image_folder: Path, tmp_path: Path):
+    def config():
+        return config_from_dict(tiny_config_dict(image_folder, epochs=3))
+
+    full = Trainer(config(), tmp_path / "full", log=quiet, callback=sabotage_comcnn_turns)
+    full.run()
+
+    def stop_after_com_epoch(record, trainer: Trainer) -> None:
+        sabotage_comcnn_turns(record, trainer)
+        if record.turns == ["com"]:
+            trainer.request_stop()
+
+    first = Trainer(config(), tmp_path / "split", log=quiet, callback=stop_after_com_epoch)
+    with pytest.raises(TrainingInterrupted):
+        first.run()
+    assert first.com_pending is not None
+    resumed = Trainer(config(), tmp_path / "split", log=quiet, callback=sabotage_comcnn_turns)
+    resumed.config.optim_com.lr = 0.5  # what the first run's callbacks had set
+    resumed.config.loss.fidelity_weight = resumed.config.loss.range_weight = 0.0
+    resumed.resume(tmp_path / "split" / "last.ckpt")
+    resumed.run()
+
+    judged = [(r.rolled_back, r.com_baseline_gain_db) for r in full.history]
+    assert judged[-1][1] is not None
+    assert judged == [(r.rolled_back, r.com_baseline_gain_db) for r in resumed.history]
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
 def test_cosine_schedule_ends_at_the_floor():
