@@ -8,8 +8,7 @@ callback), then checkpoint state. JPEG is not differentiable, so the nets altern
 The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.judge``):
 the dev gain over JPEG at matched bpp is measured with the new ComCNN and again with the ComCNN from before
 the turn, both behind the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its
-learning rate is cut (``training.guard``). Judged right after the turn instead, almost every change looks
-harmful, because the RecCNN was trained on the compact images the ComCNN has just moved away from.
+learning rate is cut (``training.guard``). ``judge = "immediate"`` judges at the turn's end instead.
 """
 
 from __future__ import annotations
