@@ -50,15 +50,16 @@ class CodecChannel:
         qualities: Sequence[int],
         real_decoded: torch.Tensor | None = None,
         with_rate: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """The decoded image as the ComCNN's loss sees it, with a gradient back to ``compact``, and (with
-        ``with_rate``) the JPEG rate proxy in bits per compact pixel, per image. The proxy runs once at most.
+        ``with_rate``) the JPEG rate proxy's estimates per image (:class:`JpegProxy`: ``bits``, ``bpp`` per
+        compact pixel, ``scan_bits``). The proxy runs once at most.
         """
         stored = stored_values(compact)
         proxy = None
         if self.gradient_mode == "proxy" or with_rate:
             proxy = self.proxy(stored, self.quality_tensor(qualities, compact.device))
-        rate = proxy["bpp"] if with_rate else None
+        rate = proxy if with_rate else None
         if self.gradient_mode == "identity":
             return stored, rate
         if self.gradient_mode == "straight-through":

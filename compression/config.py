@@ -24,6 +24,7 @@ GradientMode = Literal["identity", "straight-through", "proxy"]
 ScheduleName = Literal["constant", "cosine", "step"]
 CodecName = Literal["jpeg", "webp", "avif"]
 Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
+ComLoss = Literal["mixture", "gain"]
 
 
 class Strict(BaseModel):
@@ -78,9 +79,22 @@ class CodecConfig(Strict):
 
 class LossConfig(Strict):
     alpha_rec: float = Field(0.0, ge=0.0, le=1.0, description="RecCNN loss = a*MSE + (1-a)*(1-MS-SSIM)")
-    alpha_com: float = Field(0.0, ge=0.0, le=1.0, description="ComCNN reconstruction loss mixture")
+    com_loss: ComLoss = Field(
+        "mixture",
+        description="ComCNN loss: 'mixture' = alpha_com mixture + rate_weight * rate proxy; 'gain' = "
+        "gain_slope_db * ln(rate proxy) - MS-SSIM dB per image, the units of the dev gain over JPEG",
+    )
+    alpha_com: float = Field(
+        0.0, ge=0.0, le=1.0, description="'mixture' ComCNN loss: a*MSE + (1-a)*(1-MS-SSIM)"
+    )
     rate_weight: float = Field(
-        0.01, ge=0.0, description="weight of the DCT rate proxy (bits/px) in ComCNN loss"
+        0.01, ge=0.0, description="'mixture' ComCNN loss: weight of the DCT rate proxy (bits/px)"
+    )
+    gain_slope_db: float = Field(
+        5.0,
+        gt=0.0,
+        description="'gain' ComCNN loss: JPEG's MS-SSIM dB per unit of ln(bpp), the price of rate "
+        "(the dev JPEG curve's local slope is 4.4..5.6 between 0.17 and 0.75 bpp)",
     )
     fidelity_weight: float = Field(10.0, ge=0.0, description="weight of MSE(compact, bicubic downscale)")
     range_weight: float = Field(10.0, ge=0.0, description="penalty on compact values outside [0, 1]")
@@ -135,6 +149,13 @@ class DataConfig(Strict):
     dev_max_images: int = Field(8, ge=1)
     dev_qualities: list[int] = Field(default_factory=lambda: [10, 30, 50, 75, 90])
     dev_max_side: int = Field(512, ge=32, description="dev images are centre-cropped to at most this side")
+    dev_side_multiple: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="dev images are centre-cropped to sides that are multiples of this (16: whole JPEG "
+        "macroblocks and even sides, as Kodak's 768x512); 1 keeps odd sides such as CBSD68's 481x321",
+    )
 
     @model_validator(mode="after")
     def _qualities_valid(self) -> DataConfig:

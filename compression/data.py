@@ -81,9 +81,11 @@ def load_images(source: str | Path, limit: int | None = None) -> list[NamedImage
     return [NamedImage(path.name, read_image(path)) for path in paths]
 
 
-def center_crop(pixels: torch.Tensor, max_side: int) -> torch.Tensor:
+def center_crop(pixels: torch.Tensor, max_side: int, multiple: int = 1) -> torch.Tensor:
+    """The centre of ``pixels``, each side at most ``max_side`` and cut down to a multiple of ``multiple``."""
     height, width = pixels.shape[-2:]
     new_h, new_w = min(height, max_side), min(width, max_side)
+    new_h, new_w = max(new_h - new_h % multiple, 1), max(new_w - new_w % multiple, 1)
     top, left = (height - new_h) // 2, (width - new_w) // 2
     return pixels[..., top : top + new_h, left : left + new_w]
 

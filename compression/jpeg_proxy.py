@@ -220,7 +220,8 @@ class JpegProxy(torch.nn.Module):
     input) and a (B,) tensor of integer qualities 1..100, and returns a dict with
     ``"x_hat"``: the decoded batch, same shape and dtype as ``x``, clamped to [0, 1] straight-through;
     ``"bits"``: (B,) float32 estimated file size in bits (``rate_scale`` * log2 terms + ``header_bits``);
-    ``"bpp"``: (B,) ``bits / (H * W)``.
+    ``"bpp"``: (B,) ``bits / (H * W)``;
+    ``"scan_bits"``: (B,) ``bits`` less the headers, the part that grows with the image's area.
     """
 
     def __init__(
@@ -257,9 +258,11 @@ class JpegProxy(torch.nn.Module):
             raise ValueError(f"{qualities.numel()} qualities for a batch of {x.shape[0]}")
         with torch.autocast(device_type=x.device.type, enabled=False):
             x_hat, rate = self.round_trip(x.float(), qualities)
-        bits = self.rate_scale * rate + self.header_bits
+        scan_bits = self.rate_scale * rate
+        bits = scan_bits + self.header_bits
         height, width = x.shape[-2:]
-        return {"x_hat": x_hat.to(x.dtype), "bits": bits, "bpp": bits / (height * width)}
+        bpp = bits / (height * width)
+        return {"x_hat": x_hat.to(x.dtype), "bits": bits, "bpp": bpp, "scan_bits": scan_bits}
 
     def round_trip(self, x: torch.Tensor, qualities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 (B, 3, H, W) in [0, 1] -> decoded batch and unscaled rate terms (B,)."""

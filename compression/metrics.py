@@ -62,7 +62,14 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def ms_ssim_train(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
-    """Differentiable mean MS-SSIM over a batch, for training crops of any size.
+    """Differentiable mean MS-SSIM over a batch, for training crops of any size: the mean of
+    :func:`ms_ssim_train_per_image`.
+    """
+    return ms_ssim_train_per_image(x, y, levels).mean()
+
+
+def ms_ssim_train_per_image(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+    """Differentiable MS-SSIM per image (B,), for training crops of any size.
 
     ``levels`` defaults to :func:`ms_ssim_levels` of the crop. With 5 levels this computes exactly what
     ``pytorch_msssim.ms_ssim(x, y, data_range=1)`` computes (same weights, same operations). With fewer
@@ -92,7 +99,7 @@ def ms_ssim_train(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -
             x = F.avg_pool2d(x, kernel_size=2, padding=padding)
             y = F.avg_pool2d(y, kernel_size=2, padding=padding)
     stacked = torch.stack([*mcs, torch.relu(ssim_per_channel)], dim=0)  # (level, batch, channel)
-    return torch.prod(stacked ** weights_tensor.view(-1, 1, 1), dim=0).mean()
+    return torch.prod(stacked ** weights_tensor.view(-1, 1, 1), dim=0).mean(dim=1)
 
 
 def msssim_db(value: float) -> float:
@@ -113,3 +120,19 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, alpha: float, mse_
     if alpha < 1:
         loss = loss + (1.0 - alpha) * (1.0 - ms_ssim_train(x_hat, x))
     return loss
+
+
+def gain_units_loss(
+    x_hat: torch.Tensor, x: torch.Tensor, rate: torch.Tensor, slope_db: float
+) -> torch.Tensor:
+    """The ComCNN's loss in the units of the dev gain over JPEG: ``slope_db * ln(rate) - MS-SSIM dB`` per
+    image, averaged over the batch.
+
+    The gain that the guard and a search judge is MS-SSIM dB minus JPEG's MS-SSIM dB at the same rate, and
+    near an operating point JPEG's curve is ``c + slope_db * ln(bpp)``: lowering this loss raises the gain.
+    ``rate`` (B,) is any per-image estimate proportional to the file size (the JPEG rate proxy): only its
+    relative change matters, so the proxy's overall scale error cancels. MS-SSIM is the training one
+    (:func:`ms_ssim_train_per_image`), so on small crops it has fewer scales than the evaluation's.
+    """
+    distortion = (1.0 - ms_ssim_train_per_image(x_hat, x)).clamp_min(DB_EPSILON)
+    return (slope_db * torch.log(rate.float()) + 10.0 * torch.log10(distortion)).mean()

@@ -3,8 +3,9 @@
 Read top to bottom: set-up, the two steps, the turn schedule, the epoch end (dev metrics, guard, checkpoint,
 callback), then checkpoint state. JPEG is not differentiable, so the nets alternate:
 - RecCNN turn: the real decoded file (no gradient to the ComCNN) -> bicubic up -> RecCNN; loss on x_hat.
-- ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat plus
-  rate proxy, fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
+- ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat and
+  the rate proxy (``loss.com_loss``: a weighted mixture, or the dev gain's own units, dB against ln-rate),
+  plus fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
 The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.judge``):
 the dev gain over JPEG at matched bpp is measured with the new ComCNN and again with the ComCNN from before
 the turn, both behind the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its
@@ -34,7 +35,7 @@ from .codecs import JpegCodec, build_codec
 from .config import DataConfig, OptimizerConfig, TrainConfig
 from .data import CropSampler, NamedImage, center_crop, load_images
 from .evaluate import evaluate
-from .metrics import bpp, ms_ssim_levels, reconstruction_loss
+from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
 from .models import build_model
 from .rd import RDCurve, RDPoint, gain_over
 
@@ -249,15 +250,19 @@ class Trainer:
             if self.channel.needs_real_decode():
                 real, sizes = self.channel.real(compact.detach(), qualities)
                 self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
+            gain_loss = cfg.com_loss == "gain"
             decoded, rate = self.channel.differentiable(
-                compact, qualities, real, with_rate=cfg.rate_weight > 0
+                compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0
             )
             x_hat = self.model.reconstruct(
                 decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:])
             )["x_hat"].float()
-            loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
-            if rate is not None:
-                loss = loss + cfg.rate_weight * rate.mean() / self.model.ratio**2
+            if gain_loss:  # headers excluded: on small crops they would hide how the scan's size moves
+                loss = gain_units_loss(x_hat, x, rate["scan_bits"], cfg.gain_slope_db)
+            else:
+                loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
+                if rate is not None:
+                    loss = loss + cfg.rate_weight * rate["bpp"].mean() / self.model.ratio**2
             if cfg.fidelity_weight > 0:
                 loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
             if cfg.range_weight > 0:
@@ -458,7 +463,10 @@ class Trainer:
 
 def load_dev_images(data: DataConfig) -> list[NamedImage]:
     images = load_images(data.dev, limit=data.dev_max_images)
-    return [NamedImage(image.name, center_crop(image.pixels, data.dev_max_side)) for image in images]
+    return [
+        NamedImage(image.name, center_crop(image.pixels, data.dev_max_side, data.dev_side_multiple))
+        for image in images
+    ]
 
 
 def dev_jpeg_curve(dev_images: list[NamedImage]) -> RDCurve:

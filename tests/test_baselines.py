@@ -103,17 +103,17 @@ def kodak_curves() -> dict:
 
 
 # Measured here with the default grids (q5..95 step 5): down2-jpeg -32.5 %, WebP (method 6) -20.1 % (method 4:
-# -16.0 %), AVIF (speed 6) -45.8 %. No quality grid (q1..100, q5/10 starts, q90/95/100 ends, per-codec grids),
-# interpolation (PCHIP, Akima, cubic fit), quality axis (dB of the mean, mean of dB, linear MS-SSIM) or
-# per-image averaging brings WebP within 2 points of the reference with Pillow 13 / libwebp 1.6.0; strict
-# xfail keeps the gap visible and fails loudly once they match.
-NOT_REPRODUCED = pytest.mark.xfail(strict=True, reason="reference grid/settings for WebP and AVIF unknown")
+# -16.0 %), AVIF (speed 4) -48.3 % (speed 6: -45.8 %). No quality grid (q1..100, q5/10 starts, q90/95/100
+# ends, per-codec grids), interpolation (PCHIP, Akima, cubic fit), quality axis (dB of the mean, mean of dB,
+# linear MS-SSIM) or per-image averaging brings WebP within 2 points of the reference with Pillow 13 /
+# libwebp 1.6.0; strict xfail keeps the gap visible and fails loudly once they match.
+NOT_REPRODUCED = pytest.mark.xfail(strict=True, reason="reference settings for WebP unknown")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["down2-jpeg", pytest.param("webp", marks=NOT_REPRODUCED), pytest.param("avif", marks=NOT_REPRODUCED)],
+    ["down2-jpeg", pytest.param("webp", marks=NOT_REPRODUCED), "avif"],
 )
 def test_kodak_bd_rates_match_reference(kodak_curves: dict, name: str) -> None:
     measured = bd_rate_curves(kodak_curves["jpeg"], kodak_curves[name])

@@ -128,3 +128,19 @@ def test_codec_effort_settings_reach_the_encoder():
     image = textured_image(96, 128, seed=5)
     sizes = {m: len(build_codec(CodecConfig(name="webp", webp_method=m)).encode(image, 40)) for m in (0, 6)}
     assert sizes[6] != sizes[0]  # the effort is not ignored by libwebp
+
+
+def test_dev_images_are_centre_cropped_to_the_side_multiple(tmp_path: Path):
+    from shrink.compression.config import DataConfig
+    from shrink.compression.trainer import load_dev_images
+
+    pixels = textured_image(321, 481, seed=4)
+    Image.fromarray(pixels).save(tmp_path / "odd.png")
+    whole = load_dev_images(DataConfig(dev=str(tmp_path)))[0].pixels
+    assert tuple(whole.shape) == (3, 321, 481)  # the default keeps CBSD68's odd sides
+    cut = load_dev_images(DataConfig(dev=str(tmp_path), dev_side_multiple=16))[0].pixels
+    assert tuple(cut.shape) == (3, 320, 480)
+    torch.testing.assert_close(cut, whole[:, :320, :480])  # (321 - 320) // 2 = 0: the top-left stays
+    capped = load_dev_images(DataConfig(dev=str(tmp_path), dev_max_side=250, dev_side_multiple=16))[0].pixels
+    assert tuple(capped.shape) == (3, 240, 240)
+    torch.testing.assert_close(capped, whole[:, 40:280, 120:360])  # centred: (321-240)//2, (481-240)//2

@@ -243,6 +243,7 @@ def test_batch_equals_one_by_one(crops: list[np.ndarray], subsampling: str) -> N
             torch.testing.assert_close(batched[key][i : i + 1], single[key], rtol=1e-5, atol=1e-5)
     assert batched["bpp"].shape == (3,)
     torch.testing.assert_close(batched["bpp"], batched["bits"] / (64 * 48))
+    torch.testing.assert_close(batched["bits"] - batched["scan_bits"], torch.full((3,), HEADER_BITS))
 
 
 def test_rejects_bad_arguments() -> None:

@@ -8,9 +8,11 @@ import torch
 
 from shrink.compression.metrics import (
     bpp,
+    gain_units_loss,
     ms_ssim,
     ms_ssim_levels,
     ms_ssim_train,
+    ms_ssim_train_per_image,
     msssim_db,
     psnr,
     reconstruction_loss,
@@ -118,3 +120,29 @@ def test_reconstruction_loss_skips_zero_weight_term() -> None:
     assert torch.isfinite(reconstruction_loss(y, x, alpha=1.0, mse_scale=1.0))
     with pytest.raises(ValueError):
         reconstruction_loss(y, x, alpha=0.5, mse_scale=1.0)
+
+
+def test_ms_ssim_train_per_image_matches_pytorch_msssim_and_averages_to_the_batch_value() -> None:
+    x, y = _pair(192, 0.05, batch=3)
+    y[1] = x[1]  # one perfect image among noisy ones
+    per_image = ms_ssim_train_per_image(y, x)
+    reference = pytorch_msssim.ms_ssim(y, x, data_range=1.0, size_average=False)
+    assert per_image.shape == (3,)
+    torch.testing.assert_close(per_image, reference, rtol=0, atol=1e-6)
+    assert per_image[1].item() == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(ms_ssim_train(y, x), per_image.mean(), rtol=0, atol=1e-7)
+
+
+def test_gain_units_loss_is_minus_db_plus_the_price_of_log_rate() -> None:
+    x, y = _pair(128, 0.05, batch=2)
+    rate = torch.tensor([0.5, 2.0])
+    db = -10 * torch.log10(1 - ms_ssim_train_per_image(y, x))
+    expected = (5.0 * torch.log(rate) - db).mean()
+    torch.testing.assert_close(gain_units_loss(y, x, rate, 5.0), expected)
+    # Doubling every rate costs slope * ln 2, whatever the proxy's scale; better images lower the loss.
+    doubled = gain_units_loss(y, x, 2 * rate, 5.0) - gain_units_loss(y, x, rate, 5.0)
+    assert doubled.item() == pytest.approx(5.0 * math.log(2), rel=1e-5)
+    assert gain_units_loss(x, x, rate, 5.0) < gain_units_loss(y, x, rate, 5.0)
+    rate.requires_grad_(True)
+    gain_units_loss(y, x, rate, 5.0).backward()
+    torch.testing.assert_close(rate.grad, 5.0 / (2 * rate.detach()))

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shrink.compression.channel import stored_values
 from shrink.compression.checkpoint import CheckpointError, load_checkpoint
 from shrink.compression.config import config_from_dict
 from shrink.compression.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, lr_factor
@@ -193,6 +194,34 @@ def test_resume_between_a_comcnn_turn_and_its_judgement(image_folder: Path, tmp_
     assert judged == [(r.rolled_back, r.com_baseline_gain_db) for r in resumed.history]
     for name, tensor in full.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def proxy_rate_after_comcnn_steps(image_folder: Path, tmp_path: Path, slope_db: float) -> tuple[float, float]:
+    """Mean JPEG rate proxy (scan bits) of one batch before and after 12 'gain'-loss ComCNN steps on it."""
+    loss = {"com_loss": "gain", "gain_slope_db": slope_db, "fidelity_weight": 0.0}
+    config_dict = {**tiny_config_dict(image_folder), "loss": loss, "optim_com": {"lr": 3e-3}}
+    trainer = Trainer(config_from_dict(config_dict), tmp_path / str(slope_db), log=quiet)
+    x = trainer.sampler.sample(4)
+
+    def rate() -> float:
+        with torch.no_grad():
+            compact = trainer.model.compress(x)["compact"]
+            qualities = trainer.channel.quality_tensor([50] * 4, x.device)
+            return trainer.channel.proxy(stored_values(compact), qualities)["scan_bits"].mean().item()
+
+    before = rate()
+    for _ in range(12):
+        assert math.isfinite(trainer.com_step(x))
+    return before, rate()
+
+
+def test_gain_loss_prices_the_rate_proxy(image_folder: Path, tmp_path: Path):
+    """The 'gain' ComCNN loss trades MS-SSIM dB against ln-rate: a high price of rate makes the ComCNN
+    shrink the file, a negligible one lets it spend bytes on quality."""
+    before, expensive = proxy_rate_after_comcnn_steps(image_folder, tmp_path, slope_db=200.0)
+    _, cheap = proxy_rate_after_comcnn_steps(image_folder, tmp_path, slope_db=1e-3)
+    assert expensive < 0.9 * before
+    assert cheap > expensive
 
 
 def test_cosine_schedule_ends_at_the_floor():
