@@ -251,18 +251,18 @@ class Trainer:
                 real, sizes = self.channel.real(compact.detach(), qualities)
                 self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
             gain_loss = cfg.com_loss == "gain"
-            decoded, rate = self.channel.differentiable(
+            decoded, rate_proxy = self.channel.differentiable(
                 compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0
             )
             x_hat = self.model.reconstruct(
                 decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:])
             )["x_hat"].float()
             if gain_loss:  # headers excluded: on small crops they would hide how the scan's size moves
-                loss = gain_units_loss(x_hat, x, rate["scan_bits"], cfg.gain_slope_db)
+                loss = gain_units_loss(x_hat, x, rate_proxy["scan_bits"], cfg.gain_slope_db)
             else:
                 loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
-                if rate is not None:
-                    loss = loss + cfg.rate_weight * rate["bpp"].mean() / self.model.ratio**2
+                if rate_proxy is not None:
+                    loss = loss + cfg.rate_weight * rate_proxy["bpp"].mean() / self.model.ratio**2
             if cfg.fidelity_weight > 0:
                 loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
             if cfg.range_weight > 0:
