@@ -13,7 +13,11 @@ Reliability, read back from the storage and the workers' logs afterwards:
 - duplicated: trial numbers stored twice, COMPLETE trials sharing an original trial (so a run folder), and
   trials that more than one worker reported as its own;
 - contiguous: the stored trial numbers are exactly 0..n-1; left: trials still RUNNING or WAITING;
-- over budget: COMPLETE trials beyond the plan (the budget check races between workers; not an error).
+- over budget: COMPLETE trials beyond the plan, and trials that hold none of the budget's tickets (an error:
+  the budget is exact, see shrink.search.budget);
+- requeued: once half the plan is COMPLETE, the benchmark fails one RUNNING trial and re-queues it, as a
+  heartbeat gone falsely stale would, while its worker still trains it: the retry races the original (the run
+  folder's lock and the original's per-epoch ownership check must let exactly one of them finish it).
 
 Cost. Wall time of the launch and trials/s (also from the first trial's start to the last one's end, without
 the workers' start-up). A trial's own split: start->tell (Optuna's datetimes) against training (the sum of
@@ -61,8 +65,9 @@ import optuna
 from optuna.trial import TrialState
 from PIL import Image
 
+from shrink.search.budget import is_over_budget
 from shrink.search.spec import load_spec
-from shrink.search.storage import StorageError, open_storage, redact
+from shrink.search.storage import Requeue, StorageError, open_storage, redact
 from shrink.search.study import create
 
 STORAGES = ("sqlite", "journal", "postgresql")
@@ -237,6 +242,9 @@ class Run:
     lifetime_s: float = 0.0
     by_call: Counter = field(default_factory=Counter)
     timed_workers: int = 0
+    without_ticket: int = 0
+    requeued: int | None = None  # the trial number failed and re-queued mid-run
+    retry_completed: bool = False
 
     @property
     def complete(self) -> int:
@@ -248,7 +256,7 @@ class Run:
 
     @property
     def over(self) -> int:
-        return max(0, self.complete - self.planned)
+        return max(0, self.complete - self.planned) + self.without_ticket
 
     @property
     def left(self) -> int:
@@ -266,6 +274,8 @@ class Run:
             and not self.duplicated
             and self.contiguous
             and not self.left
+            and not self.over
+            and (self.requeued is None or self.retry_completed)
         )
 
     def share(self, seconds: float) -> float:
@@ -303,6 +313,8 @@ def run_storage(
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
+            if args.requeue:
+                run.requeued = requeue_one_mid_run(process, url, study_name, args.trials)
             run.exit_code = process.wait(timeout=args.launch_timeout)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGTERM)  # launch forwards it: workers checkpoint and re-queue
@@ -319,6 +331,26 @@ def run_storage(
     return run
 
 
+def requeue_one_mid_run(process: subprocess.Popen, url: str, study_name: str, planned: int) -> int | None:
+    """Once half the plan is COMPLETE, fail a RUNNING trial and re-queue it (what a heartbeat that went
+    falsely stale does) while its worker still trains it; returns its number (None if the launch ended)."""
+    storage = open_storage(url, heartbeat_interval=None)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        while process.poll() is None:
+            trials = study.get_trials(deepcopy=False)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if running and sum(t.state == TrialState.COMPLETE for t in trials) >= planned // 2:
+                victim = running[-1]
+                if storage.set_trial_state_values(victim._trial_id, TrialState.FAIL):
+                    Requeue()(study, storage.get_trial(victim._trial_id))
+                    return victim.number
+            time.sleep(0.05)
+        return None
+    finally:
+        dispose(storage)
+
+
 def read_study(run: Run, url: str, study_name: str, launched: datetime.datetime) -> None:
     storage = open_storage(url, heartbeat_interval=None)
     try:
@@ -327,12 +359,14 @@ def read_study(run: Run, url: str, study_name: str, launched: datetime.datetime)
         dispose(storage)
     run.states = Counter(t.state.name for t in trials)
     run.numbers = [t.number for t in trials]
+    run.without_ticket = sum(1 for t in trials if is_over_budget(t))
     repeated = len(run.numbers) - len(set(run.numbers))
     if repeated:
         run.duplicated += repeated
         run.duplicate_notes.append(f"{repeated} trial numbers stored twice")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     originals = Counter(t.user_attrs.get("original_trial", t.number) for t in complete)
+    run.retry_completed = run.requeued is not None and originals[run.requeued] == 1
     twice = {n: c for n, c in originals.items() if c > 1}
     if twice:
         run.duplicated += sum(c - 1 for c in twice.values())
@@ -392,6 +426,12 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
 
+def requeue_note(run: Run) -> str:
+    if run.requeued is None:
+        return "none"
+    return f"trial {run.requeued} mid-run; its retry completed it: {'yes' if run.retry_completed else 'NO'}"
+
+
 def report(run: Run, url: str) -> None:
     states = ", ".join(f"{count} {state}" for state, count in sorted(run.states.items()))
     numbers = sorted(run.numbers)
@@ -410,7 +450,8 @@ def report(run: Run, url: str) -> None:
         ("duplicated", f"{run.duplicated} {'; '.join(run.duplicate_notes)}".rstrip()),
         ("contiguous", f"{'yes' if run.contiguous else 'no'} ({len(numbers)} numbers, {span})"),
         ("left", f"{run.left} RUNNING/WAITING"),
-        ("over budget", f"{run.over} (COMPLETE beyond the plan: workers' budget checks race)"),
+        ("over budget", f"{run.over} (COMPLETE beyond the plan, or trials holding no ticket)"),
+        ("requeued", requeue_note(run)),
         ("launch exit", f"{run.exit_code}"),
         ("per worker", ", ".join(str(n) for n in run.per_worker) + " trials reported"),
         (
@@ -437,15 +478,17 @@ def report(run: Run, url: str) -> None:
 
 SUMMARY = (
     f"{'storage':<11}{'workers':>8}{'trials':>7}{'complete':>9}{'lost':>6}{'dup':>5}{'contiguous':>11}"
-    f"{'left':>6}{'wall_s':>9}{'trials/s':>9}{'storage_s/trial':>16}{'not_training_s/trial':>21}"
+    f"{'left':>6}{'over':>5}{'requeued':>9}{'wall_s':>9}{'trials/s':>9}{'storage_s/trial':>16}"
+    f"{'not_training_s/trial':>21}"
 )
 
 
 def summary_row(run: Run) -> str:
     not_training = run.per_trial(run.lifetime_s - sum(run.train_s))
+    requeued = "-" if run.requeued is None else ("done" if run.retry_completed else "LOST")
     return (
         f"{run.storage:<11}{run.workers:>8}{run.planned:>7}{run.complete:>9}{run.lost:>6}{run.duplicated:>5}"
-        f"{'yes' if run.contiguous else 'no':>11}{run.left:>6}{run.wall_s:>9.1f}"
+        f"{'yes' if run.contiguous else 'no':>11}{run.left:>6}{run.over:>5}{requeued:>9}{run.wall_s:>9.1f}"
         f"{rate(run.complete, run.wall_s):>9.3g}{run.per_trial(run.storage_s):>16.4f}{not_training:>21.3f}"
     )
 
@@ -459,6 +502,9 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL", help=f"default: ${POSTGRES_ENV}, .ci/postgres.sh's URL")
     parser.add_argument("--keep", metavar="DIR", help="keep each storage's folder (study, logs, runs) in DIR")
     parser.add_argument("--launch-timeout", type=float, default=3600, help="stop a launch after this (s)")
+    parser.add_argument(
+        "--no-requeue", dest="requeue", action="store_false", help="do not re-queue a running trial mid-run"
+    )
     args = parser.parse_args()
     kinds = [kind.strip() for kind in args.storages.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(STORAGES))
@@ -516,7 +562,7 @@ def main() -> int:
         print(summary_row(run))
     failed = [run.storage for run in runs if not run.ok]
     verdict = f"FAILED: {', '.join(failed)}" if failed else "OK"
-    print(f"\n{verdict}: lost, duplicated, left and gaps, per storage")
+    print(f"\n{verdict}: lost, duplicated, left, over budget, gaps and the re-queued retry, per storage")
     return 1 if failed else 0
 
 

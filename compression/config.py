@@ -7,6 +7,7 @@ Every knob has a default; unknown keys are rejected (``extra="forbid"``) so a ty
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -241,5 +242,26 @@ def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{what} file {path}: cannot be read: {error}") from None
 
 
+SAMPLES_PREFIX = "samples:"  # data.train / data.dev naming a sample set inside scikit-image, not a folder
+PATH_FIELDS = (("data", "train"), ("data", "dev"))  # the TrainConfig fields that name folders
+
+
+def resolve_paths(data: dict[str, Any], base: str | Path) -> dict[str, Any]:
+    """Make the relative folders of a TrainConfig dict (:data:`PATH_FIELDS`) absolute against ``base``, in
+    place; absolute paths (``~`` expanded) and sample sets (``samples:dev``) are kept, anything not a string
+    is left for validation. Paths written in a TOML file resolve against the file's folder, those given with
+    ``--set`` against the working directory, so a run reads the same data wherever it is started.
+    """
+    base = Path(base).absolute()
+    for table, key in PATH_FIELDS:
+        node = data.get(table)
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not value.startswith(SAMPLES_PREFIX):
+            node[key] = os.path.normpath(base / Path(value).expanduser())
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    return config_from_dict(read_toml(path), overrides)
+    """A preset file with ``overrides``: the file's folders relative to it, the overrides' to the cwd."""
+    data = apply_overrides(resolve_paths(read_toml(path), Path(path).parent), overrides or [])
+    return config_from_dict(resolve_paths(data, Path.cwd()))

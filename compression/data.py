@@ -6,6 +6,7 @@ from them with an explicit ``torch.Generator`` so that a resumed run draws exact
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import SAMPLES_PREFIX
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif", ".avif"}
 
@@ -65,8 +68,8 @@ def sample_image_paths(split: str) -> list[Path]:
 def image_paths(source: str | Path) -> list[Path]:
     """Image files of a folder (sorted), or the embedded sample set for ``samples:train|dev``."""
     text = str(source)
-    if text.startswith("samples:"):
-        return sample_image_paths(text.split(":", 1)[1])
+    if text.startswith(SAMPLES_PREFIX):
+        return sample_image_paths(text.removeprefix(SAMPLES_PREFIX))
     folder = Path(text)
     if not folder.is_dir():
         raise ImageLoadError(f"image folder not found: {folder}")
@@ -79,6 +82,18 @@ def image_paths(source: str | Path) -> list[Path]:
 def load_images(source: str | Path, limit: int | None = None) -> list[NamedImage]:
     paths = image_paths(source)[:limit]
     return [NamedImage(path.name, read_image(path)) for path in paths]
+
+
+def fingerprint_images(source: str | Path, limit: int | None = None) -> str:
+    """sha256 (hex) over the names and bytes of the files :func:`load_images` would read, in its order."""
+    digest = hashlib.sha256()
+    for path in image_paths(source)[:limit]:
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise ImageLoadError(f"cannot read image {path}: {error}") from None
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 def center_crop(pixels: torch.Tensor, max_side: int, multiple: int = 1) -> torch.Tensor:

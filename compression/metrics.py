@@ -107,6 +107,11 @@ def msssim_db(value: float) -> float:
     return -10.0 * math.log10(max(1.0 - float(value), DB_EPSILON))
 
 
+def msssim_from_db(value_db: float) -> float:
+    """The inverse of :func:`msssim_db`: ``1 - 10 ** (-value_db / 10)``."""
+    return 1.0 - 10.0 ** (-float(value_db) / 10.0)
+
+
 def bpp(nbytes: int, height: int, width: int) -> float:
     """Bits per pixel of a file of ``nbytes`` holding a ``height`` x ``width`` image."""
     return 8.0 * nbytes / (height * width)

@@ -1,7 +1,9 @@
 """Rate-distortion curves: points, per-image rows, JSON files, interpolation at a given rate.
 
 Averaging convention (the field's usual one): a point's bpp, MS-SSIM and PSNR are means over images of the
-per-image values, and its MS-SSIM dB is computed from the mean MS-SSIM (not the mean of per-image dB).
+per-image values, and its MS-SSIM dB is computed from the mean MS-SSIM (not the mean of per-image dB), so a
+point's ``msssim_db`` is always ``msssim_db(msssim)``. :func:`mean_point` is that one definition; a trial's
+operating point (:func:`operating_point`) and its gain over JPEG (:func:`operating_gain`) are built on it.
 """
 
 from __future__ import annotations
@@ -87,8 +89,10 @@ def measure(image: str, quality: int, nbytes: int, x_hat, x) -> dict[str, Any]:
     }
 
 
-def point_from_rows(rows: list[Mapping[str, Any]], quality: int | None) -> RDPoint:
-    """Mean point of per-image rows holding ``bpp``, ``msssim`` and ``psnr``."""
+def mean_point(results: Iterable[RDPoint | Mapping[str, Any]], quality: int | None = None) -> RDPoint:
+    """The one definition of the point of a set of results (per-image rows or points holding ``bpp``,
+    ``msssim`` and ``psnr``): the means of bpp, MS-SSIM and PSNR, and the MS-SSIM dB of the mean MS-SSIM."""
+    rows = [r.to_dict() if isinstance(r, RDPoint) else r for r in results]
     if not rows:
         raise ValueError("no rows to average")
     mean_msssim = float(np.mean([r["msssim"] for r in rows]))
@@ -99,6 +103,32 @@ def point_from_rows(rows: list[Mapping[str, Any]], quality: int | None) -> RDPoi
         msssim_db=msssim_db(mean_msssim),
         psnr=float(np.mean([r["psnr"] for r in rows])),
     )
+
+
+def point_from_rows(rows: list[Mapping[str, Any]], quality: int | None) -> RDPoint:
+    """Mean point of per-image rows holding ``bpp``, ``msssim`` and ``psnr`` (:func:`mean_point`)."""
+    return mean_point(rows, quality)
+
+
+def operating_point(curve: RDCurve) -> RDPoint:
+    """A trained model's single dev RD point, the one a search objective uses: the :func:`mean_point` of its
+    curve's points (one per quality, each over the same images, so also the mean over every image and
+    quality). With one quality it is that quality's point."""
+    if not curve.points:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    return mean_point(curve.points)
+
+
+def gain_at_rate(point: RDPoint, anchor: RDCurve) -> float:
+    """``point``'s MS-SSIM dB minus ``anchor``'s at the point's bpp (:func:`metric_at_rate`)."""
+    return point.msssim_db - metric_at_rate(anchor, point.bpp, "msssim_db")
+
+
+def operating_gain(curve: RDCurve, anchor: RDCurve) -> float:
+    """The one definition of a model's gain over an anchor (the dev gain over JPEG that the guard, the
+    checkpoint choice, the pruners and a search judge): :func:`gain_at_rate` of its :func:`operating_point`,
+    i.e. the vertical distance of the plotted point from the anchor curve."""
+    return gain_at_rate(operating_point(curve), anchor)
 
 
 def curve_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> RDCurve:
@@ -119,15 +149,45 @@ def save_curves(
     atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=True))
 
 
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+
 def load_curves(path: str | Path) -> dict[str, RDCurve]:
-    """Curves of a file written by :func:`save_curves`, or of a file holding one bare curve dict."""
-    data = json.loads(Path(path).read_text())
+    """Curves of a file written by :func:`save_curves`, or of a file holding one bare curve dict.
+
+    Anything else (not JSON, a scalar, a curve without points or with a malformed point) is a ValueError
+    naming the file and, where it applies, the curve.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    if not isinstance(data, dict):
+        holds = JSON_TYPES.get(type(data), "a number")
+        raise ValueError(f"{path}: neither a curves file nor a single curve (it holds {holds})")
     if "curves" in data:
-        return {name: RDCurve.from_dict({"name": name, **curve}) for name, curve in data["curves"].items()}
-    if "points" in data:
-        curve = RDCurve.from_dict(data)
-        return {curve.name: curve}
-    raise ValueError(f"{path}: neither a curves file nor a single curve")
+        if not isinstance(data["curves"], dict):
+            raise ValueError(f"{path}: 'curves' is not an object of named curves")
+        raw = {str(name): curve for name, curve in data["curves"].items()}
+    elif "points" in data:
+        raw = {str(data.get("name", Path(path).stem)): data}
+    else:
+        raise ValueError(f"{path}: neither a curves file nor a single curve (no 'curves' or 'points' key)")
+    if not raw:
+        raise ValueError(f"{path}: no curves")
+    return {name: _curve_from_file(path, name, curve) for name, curve in raw.items()}
+
+
+def _curve_from_file(path: str | Path, name: str, data: Any) -> RDCurve:
+    try:
+        curve = RDCurve.from_dict({**data, "name": name})
+    except KeyError as error:
+        raise ValueError(f"{path}: curve {name!r} lacks the field {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: curve {name!r} is malformed ({error})") from None
+    if not curve.points:
+        raise ValueError(f"{path}: curve {name!r} has no points")
+    return curve
 
 
 def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> float:
@@ -157,7 +217,11 @@ def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> flo
 
 
 def gain_over(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
-    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate)."""
+    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate).
+
+    Not a trial's gain: that is :func:`operating_gain` (the gain of the mean point), which equals this for a
+    curve of one point.
+    """
     if not curve.points:
         raise ValueError(f"curve {curve.name!r} has no points")
     gains = [getattr(p, metric) - metric_at_rate(anchor, p.bpp, metric) for p in curve.points]

@@ -33,11 +33,11 @@ from .channel import CodecChannel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .codecs import JpegCodec, build_codec
 from .config import DataConfig, OptimizerConfig, TrainConfig
-from .data import CropSampler, NamedImage, center_crop, load_images
+from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load_images
 from .evaluate import evaluate
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
 from .models import build_model
-from .rd import RDCurve, RDPoint, gain_over
+from .rd import RDCurve, RDPoint, operating_gain, operating_point
 
 DEV_JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
@@ -298,7 +298,7 @@ class Trainer:
     # ---- epoch end: dev metrics, guard, checkpoint, callback --------------------------------------------
     def evaluate_dev(self) -> tuple[RDCurve, float]:
         curve = evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
-        return curve, gain_over(curve, self.dev_jpeg, "msssim_db")
+        return curve, operating_gain(curve, self.dev_jpeg)
 
     def _guard_due(self) -> bool:
         if self.com_pending is None:
@@ -327,7 +327,7 @@ class Trainer:
     def end_epoch(self, started: float, partial: bool = False) -> EpochRecord:
         curve, gain = self.evaluate_dev()
         curve, gain, rolled_back, com_baseline = self._guard(curve, gain)
-        mean = mean_point(curve)
+        mean = operating_point(curve)
         record = EpochRecord(
             epoch=self.epoch if not partial else self.epoch + 1,
             step=self.step,
@@ -469,6 +469,12 @@ def load_dev_images(data: DataConfig) -> list[NamedImage]:
     ]
 
 
+def dev_fingerprint(data: DataConfig) -> str:
+    """sha256 of the dev images :func:`load_dev_images` selects (names and file bytes): equal fingerprints,
+    equal dev sets, wherever the folder is mounted."""
+    return fingerprint_images(data.dev, limit=data.dev_max_images)
+
+
 def dev_jpeg_curve(dev_images: list[NamedImage]) -> RDCurve:
     """The JPEG anchor for dev gains: many qualities, so interpolation at any trained rate is tight."""
     return codec_curve(dev_images, JpegCodec(), DEV_JPEG_QUALITIES)
@@ -481,18 +487,6 @@ def _resume_key(config: TrainConfig) -> dict:
     data["training"].pop("time_budget_s")
     data.pop("device")
     return data
-
-
-def mean_point(curve: RDCurve) -> RDPoint:
-    """The curve's centre of mass: the single dev RD point a search objective uses."""
-    points = curve.points
-    return RDPoint(
-        quality=None,
-        bpp=float(np.mean([p.bpp for p in points])),
-        msssim=float(np.mean([p.msssim for p in points])),
-        msssim_db=float(np.mean([p.msssim_db for p in points])),
-        psnr=float(np.mean([p.psnr for p in points])),
-    )
 
 
 def _mean_or_none(values: list[float]) -> float | None:

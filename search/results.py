@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.compression.metrics import msssim_db
+from shrink.compression.metrics import msssim_from_db
 from shrink.compression.rd import RDCurve, metric_at_rate
 
 
@@ -17,7 +17,7 @@ class FrontRow:
     bpp: float
     msssim: float
     jpeg_msssim: float  # the dev JPEG curve's MS-SSIM at the same bpp (PCHIP on log-rate)
-    gain_db: float  # MS-SSIM dB over JPEG at that bpp
+    gain_db: float  # MS-SSIM dB over JPEG at that bpp: the trial's stored dev_gain_db (rd.operating_gain)
     params: dict
 
 
@@ -30,7 +30,8 @@ def completed_points(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
-    """The Pareto front's trials (best trial for one objective), by bpp, each beside JPEG at its bpp."""
+    """The Pareto front's trials (best trial for one objective), by bpp, each beside JPEG at its bpp; the gain
+    is the one the trial stored (what its objective, pruner and report used), not recomputed here."""
     if not completed_points(study):
         return []
     rows = []
@@ -42,8 +43,8 @@ def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
                 trial=trial.number,
                 bpp=point["dev_bpp"],
                 msssim=point["dev_msssim"],
-                jpeg_msssim=1 - 10 ** (-jpeg_db / 10),
-                gain_db=msssim_db(point["dev_msssim"]) - jpeg_db,
+                jpeg_msssim=msssim_from_db(jpeg_db),
+                gain_db=float(point["dev_gain_db"]),
                 params=dict(trial.params),
             )
         )

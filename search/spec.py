@@ -23,6 +23,7 @@ from shrink.compression.config import (
     apply_overrides,
     format_validation_error,
     read_toml,
+    resolve_paths,
 )
 
 SWITCH_PREFIX = "switch."  # space entries that only gate others (``when``) and set no config field
@@ -286,7 +287,12 @@ def _config_paths(config: TrainConfig) -> set[str]:
 
 
 def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
-    """Validate a spec dict: its own fields, the base config, and every space entry against TrainConfig."""
+    """Validate a spec dict: its own fields, the base config, and every space entry against TrainConfig.
+
+    Relative folders (``data.train``/``data.dev``, in ``[data]`` and ``[base.data]``) resolve against
+    ``spec_dir`` and a preset's against the preset's folder, so the stored spec names absolute folders.
+    """
+    data = resolve_spec_paths(copy.deepcopy(data), spec_dir)
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as error:
@@ -325,8 +331,9 @@ def _format_spec_error(error: ValidationError) -> str:
 def _load_preset(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
     if spec.base_preset is None:
         return {}
+    preset = spec_dir / spec.base_preset
     try:
-        return read_toml(spec_dir / spec.base_preset, "preset")
+        return resolve_paths(read_toml(preset, "preset"), preset.parent)
     except ConfigError as error:
         raise SpecError(f"base_preset: {error}") from None
 
@@ -340,13 +347,27 @@ def _validate_config(data: dict[str, Any], where: str, value: Any = None) -> Tra
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ResolvedSpec:
-    """Load and validate; ``overrides`` (``pruner.name=none``) apply first, as in ``shrink train --set``."""
+    """Load and validate; ``overrides`` (``pruner.name=none``) apply first, as in ``shrink train --set``.
+
+    Folders written in the file resolve against the file's folder, folders given in ``overrides`` against
+    the working directory (the command line's convention).
+    """
     path = Path(path)
     try:
-        data = apply_overrides(read_toml(path, "spec"), overrides or [])
+        data = resolve_spec_paths(read_toml(path, "spec"), path.parent)
+        data = resolve_spec_paths(apply_overrides(data, overrides or []), Path.cwd())
     except ConfigError as error:
         raise SpecError(str(error)) from None
     return validate_spec(data, path.parent)
+
+
+def resolve_spec_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The spec dict's relative folders in ``[data]`` and ``[base.data]`` made absolute against ``base``, in
+    place (:func:`~shrink.compression.config.resolve_paths`: sample sets and absolute paths are kept)."""
+    resolve_paths(data, base)  # [data] names its folders as TrainConfig's data table does
+    if isinstance(data.get("base"), dict):
+        resolve_paths(data["base"], base)
+    return data
 
 
 def spec_diff(stored: ResolvedSpec, given: ResolvedSpec) -> list[str]:

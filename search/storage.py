@@ -3,10 +3,9 @@
 - ``sqlite:///study.db``: WAL journal and a busy timeout, so several local workers can write.
 - ``postgresql+psycopg://user:pass@host/db``: for workers on several machines.
 - ``journal:PATH`` or a path ending in ``.log``/``.journal``: Optuna's journal file storage.
-RDB storages get a heartbeat: a trial whose worker died is failed after the grace period and re-queued by
-:class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (our trial runner resumes it from the original
-trial's checkpoint). The journal storage has no heartbeat in Optuna; its interrupted trials are re-queued
-only by signal handling.
+Every storage gets a heartbeat: a trial whose worker died is failed after the grace period and re-queued by
+:class:`Requeue` (our trial runner resumes it from the original trial's checkpoint). Optuna gives the
+journal storage no heartbeat; :class:`HeartbeatJournalStorage` keeps one in a trial system attribute.
 
 A URL that is malformed, names an unknown driver or no SQLite file, or whose server cannot be reached (a
 PostgreSQL connection attempt gives up after ``PG_CONNECT_TIMEOUT_S``) or refuses the password raises one
@@ -16,9 +15,11 @@ leave this module: messages use :func:`redact`, and driver messages are scrubbed
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,11 @@ from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 # Heartbeats, retries and metric names are "experimental" in Optuna 5; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -74,6 +78,69 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
+# A retry drops what judged its predecessor (a retry that completes must not say why it failed).
+VERDICT_ATTRS = ("fail_reason", "prune_reason", "pruned")
+PREVIOUS_FAIL_ATTR = "previous_fail_reason"
+
+
+class Requeue(RetryHeartbeatStaleTrialCallback):
+    """Re-queue a failed trial as a WAITING retry: after a stale heartbeat and after a signal alike.
+
+    Intermediate values are inherited (the retry resumes the same learning curve); the predecessor's
+    ``fail_reason`` moves to ``previous_fail_reason`` instead of being inherited as the retry's own.
+    """
+
+    def __init__(self, max_retry: int | None = MAX_RETRY):
+        super().__init__(max_retry=max_retry, inherit_intermediate_values=True)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        if any(trial.number in t.system_attrs.get("retry_history", ()) for t in trials):
+            return  # already re-queued (a FAIL whose answer was lost, settled as ours by a re-read)
+        trial = copy.deepcopy(trial)
+        attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
+        if trial.user_attrs.get("fail_reason"):
+            attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs["fail_reason"]
+        trial.user_attrs = attrs
+        super().__call__(study, trial)
+
+
+JOURNAL_HEARTBEAT_ATTR = "shrink_heartbeat"
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with a heartbeat: the time of a trial's last beat is a system attribute.
+
+    The clocks of the machines sharing the journal file must agree to within the grace period.
+    """
+
+    def __init__(self, backend, heartbeat_interval: int, grace_period: int | None, callback: Requeue):
+        super().__init__(backend)
+        self.heartbeat_interval, self.grace_period, self._callback = (
+            heartbeat_interval,
+            grace_period,
+            callback,
+        )
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        now = time.time()
+        return [
+            trial._trial_id
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if now - trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR, now) > grace
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._callback
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
@@ -81,11 +148,11 @@ def open_storage(
     max_retry: int = MAX_RETRY,
 ) -> optuna.storages.BaseStorage:
     """The storage at ``url``, created if need be; a bad URL raises :class:`StorageError`, writing nothing."""
+    retry = Requeue(max_retry)
     path = journal_path(url)
     if path is not None:
-        return _open_journal(url, path)
+        return _open_journal(url, path, heartbeat_interval, grace_period, retry)
     parsed = parse_rdb_url(url)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
     heartbeat = (
         {}
         if heartbeat_interval is None
@@ -149,12 +216,17 @@ def _check_sqlite_file(parsed: sqlalchemy.engine.URL, url: str) -> None:
         raise StorageError(f"storage URL {redact(url)!r}: directory {str(path.parent)!r} does not exist")
 
 
-def _open_journal(url: str, path: Path) -> JournalStorage:
+def _open_journal(
+    url: str, path: Path, heartbeat_interval: int | None, grace_period: int | None, retry: Requeue
+) -> JournalStorage:
     if not str(path) or path.is_dir():
         raise StorageError(f"storage URL {url!r} names no journal file: use journal:PATH/study.log")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        backend = JournalFileBackend(str(path))
+        if heartbeat_interval is None:
+            return JournalStorage(backend)
+        return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry)
     except OSError as error:
         raise StorageError(f"cannot open journal storage {str(path)!r}: {error.strerror or error}") from None
 
@@ -239,13 +311,24 @@ def retry_storage(
     log: Callable[[str], None],
     url: str,
     give_up_after_s: float = STORAGE_RETRY_S,
+    settled: Callable[[], tuple[bool, Any]] | None = None,
 ) -> Any:
     """``call()``, retried with backoff while it fails with a transient storage error (each retry logged,
-    password redacted); other errors, and one still failing after ``give_up_after_s``, are raised."""
+    password redacted); other errors, and one still failing after ``give_up_after_s``, are raised.
+
+    ``settled()``, for a call that is not idempotent, runs before each repeat: it reads what the database
+    holds and returns ``(True, result)`` when the failed attempt took effect after all (its commit went
+    through, only the answer was lost), so the call is not made twice.
+    """
     started = time.monotonic()
     attempt = 0
     while True:
         try:
+            if attempt and settled is not None:
+                done, result = settled()
+                if done:
+                    log(f"storage: {what} had taken effect before its answer was lost; not repeated")
+                    return result
             return call()
         except Exception as error:
             if not is_transient(error):
@@ -260,18 +343,27 @@ def retry_storage(
             time.sleep(delay)
 
 
+CREATE_TOKEN_ATTR = "shrink_create_token"
+UNSURE_CLAIMS = "_shrink_unsure_claims"
+READ_TRIAL = "_shrink_read_trial"
+
+
 def retry_storage_calls(storage: optuna.storages.BaseStorage, url: str, log: Callable[[str], None]) -> None:
     """Make a worker's RDB storage outlive a database restart (journal storages are left alone).
 
-    Each database call in ``STORAGE_CALLS`` is retried by :func:`retry_storage`. A heartbeat is not: one
-    that fails is logged and skipped (the heartbeat thread would die of the error), the next comes one
-    interval later. Connections the restart broke are replaced by the engine's ``pool_pre_ping``.
+    Each database call in ``STORAGE_CALLS`` is retried by :func:`retry_storage`. The two that are not
+    idempotent first read what the database holds: ``create_new_trial`` tags its trial with a fresh token
+    and looks for it; ``set_trial_state_values`` reads the trial's state. A claim (WAITING -> RUNNING) whose
+    answer was lost is ambiguous (this worker's commit, or another's): the trial is left alone, given one
+    heartbeat so that the stale check re-queues it if it was ours, and listed in ``UNSURE_CLAIMS`` for the
+    worker to wait on. A heartbeat is not retried: one that fails is logged and skipped (the heartbeat
+    thread would die of the error), the next comes one interval later. Connections the restart broke are
+    replaced by the engine's ``pool_pre_ping``.
     """
-    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
-    if not isinstance(backend, RDBStorage) or getattr(storage, "_shrink_retrying", False):
+    if not isinstance(_backend(storage), RDBStorage) or getattr(storage, "_shrink_retrying", False):
         return
-    for name in STORAGE_CALLS:
-        method = getattr(storage, name)
+    originals = {name: getattr(storage, name) for name in STORAGE_CALLS}
+    for name, method in originals.items():
         setattr(storage, name, functools.partial(_retried, method, name, log, url))
     beat = storage.record_heartbeat
 
@@ -284,11 +376,87 @@ def retry_storage_calls(storage: optuna.storages.BaseStorage, url: str, log: Cal
             log(f"storage: heartbeat of trial id {trial_id} skipped ({_error_line(error, url)})")
 
     storage.record_heartbeat = record_heartbeat
+    setattr(storage, UNSURE_CLAIMS, set())
+    read = functools.partial(_retried, _backend(storage).get_trial, "get_trial", log, url)
+    setattr(storage, READ_TRIAL, read)
+    storage.create_new_trial = functools.partial(_create_once, originals, log, url)
+    storage.set_trial_state_values = functools.partial(_set_state_once, storage, originals, log, url)
     storage._shrink_retrying = True
 
 
 def _retried(method: Callable[..., Any], name: str, log: Callable[[str], None], url: str, *args, **kwargs):
     return retry_storage(lambda: method(*args, **kwargs), name, log, url)
+
+
+def _create_once(
+    originals: dict, log: Callable[[str], None], url: str, study_id: int, template_trial=None
+) -> int:
+    token = uuid.uuid4().hex
+    template = _with_token(template_trial, token)
+
+    def settled() -> tuple[bool, int | None]:
+        for trial in originals["get_all_trials"](study_id, deepcopy=False):
+            if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
+                return True, trial._trial_id
+        return False, None
+
+    create = originals["create_new_trial"]
+    return retry_storage(lambda: create(study_id, template), "create_new_trial", log, url, settled=settled)
+
+
+def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
+    """The trial to create, tagged with ``token`` (a copy: a retry's template is its predecessor's)."""
+    template = (
+        optuna.trial.create_trial(state=TrialState.RUNNING) if template is None else copy.copy(template)
+    )
+    template.system_attrs = {**template.system_attrs, CREATE_TOKEN_ATTR: token}
+    return template
+
+
+def _set_state_once(
+    storage,
+    originals: dict,
+    log: Callable[[str], None],
+    url: str,
+    trial_id: int,
+    state: TrialState,
+    values=None,
+) -> bool:
+    def settled() -> tuple[bool, bool | None]:
+        trial = _backend(storage).get_trial(trial_id)  # uncached: the state as the database holds it
+        if state == TrialState.RUNNING:
+            if trial.state == TrialState.WAITING:
+                return False, None
+            if trial.state == TrialState.RUNNING:
+                getattr(storage, UNSURE_CLAIMS).add(trial_id)
+                if _backend(storage).heartbeat_interval is not None:
+                    storage.record_heartbeat(trial_id)
+                log(f"storage: claim of trial {trial.number} unsure; left to the heartbeat check")
+                return True, False
+        elif trial.state == state:
+            return True, True
+        if trial.state.is_finished():
+            raise UpdateFinishedTrialError(f"trial {trial.number} is already {trial.state.name}")
+        return False, None
+
+    update = originals["set_trial_state_values"]
+    return retry_storage(
+        lambda: update(trial_id, state=state, values=values),
+        "set_trial_state_values",
+        log,
+        url,
+        settled=settled,
+    )
+
+
+def _backend(storage) -> RDBStorage:
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
+
+
+def read_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial:
+    """The trial as the database holds it now (Optuna's cache may keep a RUNNING trial's old state);
+    retried like the other calls on a worker's storage."""
+    return getattr(storage, READ_TRIAL, _backend(storage).get_trial)(trial_id)
 
 
 def _error_line(error: BaseException, url: str) -> str:

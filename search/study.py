@@ -11,15 +11,19 @@ import json
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 
 from shrink.compression.rd import RDCurve
-from shrink.compression.trainer import dev_jpeg_curve, load_dev_images
+from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
+from .budget import issue_tickets
 from .spec import ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
 
 SPEC_ATTR = "shrink_spec"
+TICKETS_ATTR = "budget_tickets"
 DEV_JPEG_ATTR = "dev_jpeg"
+DEV_FINGERPRINT_ATTR = "dev_fingerprint"  # sha256 of the dev images' names and bytes
 OBJECTIVES = {
     "multi": (["minimize", "maximize"], ["dev_bpp", "dev_msssim"]),
     "gain": (["maximize"], ["dev_gain_db"]),
@@ -28,6 +32,10 @@ OBJECTIVES = {
 
 class SpecMismatch(SpecError):
     """A worker's spec differs from the one stored with the study."""
+
+
+class DevSetMismatch(SpecError):
+    """The dev images a worker reads differ from the ones the study was created with."""
 
 
 @dataclass
@@ -54,9 +62,15 @@ def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> Study
         raise SpecError(
             f"study {name!r} already exists in {redact(url)}; attach workers to it instead"
         ) from None
-    study.set_metric_names(metric_names)
-    study.set_user_attr(SPEC_ATTR, spec.to_json())
-    study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
+    try:
+        study.set_metric_names(metric_names)
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+        study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
+        check_dev_fingerprint(study, spec)
+        _ensure_tickets(study, spec)
+    except BaseException:  # nothing half-written: a study without all its tickets would train fewer trials
+        optuna.delete_study(study_name=name, storage=storage)
+        raise
     return StudyHandle(study, spec, dev_jpeg, url)
 
 
@@ -90,10 +104,12 @@ def attach(
                 + "; ".join(diff[:8])
                 + (f" (and {len(diff) - 8} more)" if len(diff) > 8 else "")
             )
+    check_dev_fingerprint(study, stored)
     dev_jpeg = _cached_dev_jpeg(study, stored)
+    _ensure_tickets(study, stored)
     # A worker that attaches to a study with trials must not replay the random stream of the first one
-    # (same seed -> the same startup params again): offset the seed by the trials already there.
-    already = len(study.get_trials(deepcopy=False))
+    # (same seed -> the same startup params again): offset the seed by the trials already started.
+    already = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
     study.sampler = build_sampler(stored, sampler_seed_offset + 7919 * already)
     study.pruner = build_optuna_pruner(stored)
     return StudyHandle(study, stored, dev_jpeg, url)
@@ -116,6 +132,29 @@ def _adopt(study: optuna.Study, spec: ResolvedSpec) -> None:
             f"({directions(spec)})"
         )
     study.set_user_attr(SPEC_ATTR, spec.to_json())
+
+
+def _ensure_tickets(study: optuna.Study, spec: ResolvedSpec) -> None:
+    """The budget's claim tickets (search/budget.py), issued once per study: at create, or at the first
+    attach of a study made by ``optuna create-study`` or before tickets existed."""
+    if study.user_attrs.get(TICKETS_ATTR) is None:
+        issue_tickets(study, spec.spec.budget.n_trials)
+        study.set_user_attr(TICKETS_ATTR, spec.spec.budget.n_trials)
+
+
+def check_dev_fingerprint(study: optuna.Study, spec: ResolvedSpec) -> None:
+    """Refuse (:class:`DevSetMismatch`) dev images that differ from the study's: their fingerprint is stored
+    at create, or at the first attach of a study stored without one, and compared at every attach."""
+    data = spec.base_config.data
+    here = dev_fingerprint(data)
+    stored = study.user_attrs.get(DEV_FINGERPRINT_ATTR)
+    if stored is None:
+        study.set_user_attr(DEV_FINGERPRINT_ATTR, here)
+    elif stored != here:
+        raise DevSetMismatch(
+            f"dev set differs from the one the study was created with: {data.dev} "
+            f"(fingerprint {str(stored)[:12]} != {here[:12]})"
+        )
 
 
 def _cached_dev_jpeg(study: optuna.Study, spec: ResolvedSpec) -> RDCurve:

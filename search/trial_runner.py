@@ -1,13 +1,19 @@
 """One Optuna trial = one full alternating training run, reporting per epoch and pruned when losing.
 
 Read top to bottom: sample the config, pick the run folder (keyed by the *original* trial, so a retried
-trial resumes its predecessor's checkpoint), train with a per-epoch callback that records the epoch in the
-trial's user attributes and asks the pruner, then return the objective values of the best epoch (the one
-``best.ckpt`` holds).
+trial resumes its predecessor's checkpoint) and lock it, train with a per-epoch callback that records the
+epoch in the trial's user attributes and asks the pruner, then return the objective values of the best epoch
+(the one ``best.ckpt`` holds).
+
+One process trains in a run folder at a time: a retry whose original still runs (its heartbeat went falsely
+stale) waits for the folder's lock, and the original, finding at its next epoch that its trial was failed,
+stops there and leaves the run to the retry, which resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import time
 from collections.abc import Callable
@@ -19,12 +25,12 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from shrink.compression.trainer import EpochRecord, Trainer
+from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted
 
 from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
 from .space import config_for, suggest
 from .spec import OPTUNA_PRUNERS
-from .storage import journal_path
+from .storage import journal_path, read_trial
 from .study import StudyHandle
 
 EPOCHS_ATTR = "epochs"
@@ -76,6 +82,49 @@ def study_curves(study: optuna.Study) -> dict[int, list[EpochPoint]]:
     return curves
 
 
+class TrialTakenOver(RuntimeError):
+    """This process's trial was failed as stale while it ran; its retry resumes the run."""
+
+
+class RunFolderLock:
+    """An exclusive ``flock`` on ``folder/.lock`` while a trial trains there (released if the process dies).
+
+    Entering waits while another process holds it, unless ``stopping()`` turns true.
+    """
+
+    def __init__(self, folder: Path, log: Callable[[str], None], stopping: Callable[[], bool], poll_s=0.5):
+        self.folder, self.log, self.stopping, self.poll_s = folder, log, stopping, poll_s
+        self.handle = None
+
+    def __enter__(self) -> RunFolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.folder / ".lock", "a+")
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if self.stopping():
+                    self.handle.close()
+                    raise TrainingInterrupted(f"stopped while waiting for {self.folder}") from None
+                if not waiting:
+                    self.handle.seek(0)
+                    holder = self.handle.read().strip() or "another process"
+                    self.log(f"waiting for {self.folder}: {holder} still trains there")
+                    waiting = True
+                time.sleep(self.poll_s)
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
 class TrialRunner:
     """The objective function workers hand to Optuna: ``runner(trial) -> values``."""
 
@@ -115,7 +164,7 @@ class TrialRunner:
         self.last_trial_number = trial.number
         try:
             return self._run(trial)
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, TrialTakenOver):
             raise
         except KeyboardInterrupt as interrupt:  # a signal: the worker re-queues the trial to resume
             trial.set_user_attr("fail_reason", f"interrupted: {interrupt}; re-queued to resume")
@@ -131,8 +180,12 @@ class TrialRunner:
         config = config_for(self.spec, suggest(trial, self.spec))
         original = original_number(_frozen(trial))
         run_dir = self.run_root / self.handle.study.study_name / f"trial-{original:05d}"
-        dev_jpeg = self.handle.dev_jpeg if config.data == _with_qualities(self.spec, config) else None
         prefix = f"[trial {trial.number}] "
+        with RunFolderLock(run_dir, lambda text: self.log(prefix + text), lambda: self.stop_requested):
+            return self._train(trial, config, original, run_dir, prefix, started)
+
+    def _train(self, trial, config, original: int, run_dir: Path, prefix: str, started: float):
+        dev_jpeg = self.handle.dev_jpeg if config.data == _with_qualities(self.spec, config) else None
         self.trainer = trainer = Trainer(
             config,
             run_dir,
@@ -157,13 +210,22 @@ class TrialRunner:
         trial.set_user_attr("rd_point", epoch_summary(best))
         trial.set_user_attr("dev_points", best.dev_points)
         if self.on_complete is not None:
-            self.on_complete(trial, trainer, best)
+            try:
+                self.on_complete(trial, trainer, best)
+            except Exception as error:  # dashboard notes and artifacts are extras: the trial stands
+                self.log(f"{prefix}trial artifacts not stored ({type(error).__name__}: {error})")
         if self.spec.spec.objective.mode == "gain":
             return best.dev_gain_db
         return best.dev_bpp, best.dev_msssim
 
     def _on_epoch(self, trial: optuna.Trial, original: int) -> Callable[[EpochRecord, Trainer], None]:
         def on_epoch(record: EpochRecord, trainer: Trainer) -> None:
+            state = read_trial(trial.study._storage, trial._trial_id).state
+            if state != optuna.trial.TrialState.RUNNING:
+                raise TrialTakenOver(
+                    f"trial {trial.number} is {state.name}: failed as stale while it ran; "
+                    f"its retry resumes from {trainer.out_dir} (epoch {record.epoch})"
+                )
             epochs = [epoch_summary(r) for r in trainer.history]
             trial.set_user_attr(EPOCHS_ATTR, epochs)
             if record.partial:

@@ -1,10 +1,12 @@
-"""A worker: run trials of one study until its budget is reached, a limit is hit, or a signal arrives.
+"""A worker: run trials of one study until its budget is spent, a limit is hit, or a signal arrives.
 
-Any number of workers (processes, GPUs, machines) may attach to one study: Optuna's storage hands each its
-own trials, and re-queued (WAITING) trials are taken first. On SIGINT/SIGTERM the running trial checkpoints,
-is marked FAILED and re-queued (so it resumes elsewhere), and the worker exits with 128 + the signal number.
-A database that goes away for a while (a PostgreSQL restart) is outlived: see
-:func:`shrink.search.storage.retry_storage_calls`.
+Any number of workers (processes, GPUs, machines) may attach to one study. Each claims WAITING trials only:
+the budget's tickets and re-queued retries (see :mod:`shrink.search.budget`), so exactly ``n_trials`` are
+trained however many workers race. On SIGINT/SIGTERM the running trial checkpoints, is marked FAILED and
+re-queued (so it resumes elsewhere), and the worker exits with 128 + the signal number. A trial that was
+failed as stale while it still ran (a heartbeat lost for longer than the grace period) stops at its next
+epoch and leaves the run to its retry; the worker goes on. A database that goes away for a while (a
+PostgreSQL restart) is outlived: see :func:`shrink.search.storage.retry_storage_calls`.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from .storage import MAX_RETRY, retry_storage_calls
+from .budget import BudgetSpent, is_over_budget, refuse_new_trials, tickets_left
+from .storage import UNSURE_CLAIMS, Requeue, read_trial, retry_storage_calls
 from .study import StudyHandle
 from .trial_runner import OnComplete, TrialRunner
-
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 @dataclass
@@ -38,22 +39,21 @@ class WorkerResult:
 
 
 def trials_used(study: optuna.Study) -> int:
-    """Trials counting against the budget: finished or running, and failed ones that were not retried."""
+    """Tickets claimed: trials started on one of the budget's tickets (a retry carries its predecessor's)."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return sum(
-        1 for t in trials if t.state in COUNTED or (t.state == TrialState.FAIL and t.number not in retried)
+        1
+        for t in trials
+        if not is_over_budget(t) and t.state != TrialState.WAITING and t.number not in retried
     )
 
 
-def has_waiting(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-
 def study_budget_reached(handle: StudyHandle) -> bool:
+    """No ticket or retry is left to claim (a dead worker's stale trial is re-queued first)."""
     if is_heartbeat_enabled(handle.study._storage):
         fail_stale_trials(handle.study)  # a dead worker's RUNNING trial becomes FAILED + a WAITING retry
-    return not has_waiting(handle.study) and trials_used(handle.study) >= handle.spec.spec.budget.n_trials
+    return tickets_left(handle.study) == 0
 
 
 class Worker:
@@ -67,6 +67,7 @@ class Worker:
     ):
         self.handle, self.log, self.on_trial_end = handle, log, on_trial_end
         retry_storage_calls(handle.study._storage, handle.url, log)
+        refuse_new_trials(handle.study._storage)
         self.runner = TrialRunner(handle, run_root, log, on_complete)
         self.signal: int | None = None
 
@@ -83,36 +84,65 @@ class Worker:
         previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            while self.signal is None and not study_budget_reached(self.handle):
+            while self.signal is None:
                 if n_trials is not None and len(result.trials) >= n_trials:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                self._one_trial(result)
+                if study_budget_reached(self.handle):
+                    if not self._wait_for_unsure_claims():
+                        break
+                elif not self._one_trial(result):
+                    break
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         result.signal = self.signal
         return result
 
-    def _one_trial(self, result: WorkerResult) -> None:
+    def _wait_for_unsure_claims(self) -> bool:
+        """Claims whose answer a lost connection swallowed (storage.UNSURE_CLAIMS) may be this worker's:
+        wait while one is RUNNING, until its heartbeat goes stale and it is re-queued, or it ends."""
+        storage = self.handle.study._storage
+        unsure = getattr(storage, UNSURE_CLAIMS, set())
+        unsure -= {i for i in unsure if read_trial(storage, i).state != TrialState.RUNNING}
+        if unsure:
+            time.sleep(storage.get_heartbeat_interval() or 1)
+        return bool(unsure)
+
+    def _taken_over(self) -> bool:
+        """The trial this worker ran was finished by another (failed as stale while it ran)."""
+        number = self.runner.last_trial_number
+        if number is None:
+            return False
+        return self.handle.study.get_trials(deepcopy=False)[number].state.is_finished()
+
+    def _one_trial(self, result: WorkerResult) -> bool:
+        """Claim and run one trial; False when no trial of the budget was left to claim."""
         study = self.handle.study
         self.runner.last_trial_number = None
         try:
             study.optimize(self.runner, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except BudgetSpent:
+            return False
+        except Exception:  # Optuna's tell of a trial finished elsewhere raises (several kinds, by timing)
+            if not self._taken_over():
+                raise
+            self.log(f"trial {self.runner.last_trial_number} was taken over by its retry; result discarded")
         except KeyboardInterrupt:
             if self.signal is None:
                 self.signal = signal.SIGINT
         if self.runner.last_trial_number is None:
-            return
+            return True
         trial = study.get_trials(deepcopy=False)[self.runner.last_trial_number]
         if self.signal is not None and trial.state == TrialState.FAIL:
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+            Requeue()(study, trial)
             self.log(f"trial {trial.number} checkpointed and re-queued")
         result.trials[trial.number] = trial.state.name
         self.log(describe(trial))
         if self.on_trial_end is not None:
             self.on_trial_end(trial)
+        return True
 
 
 def describe(trial: optuna.trial.FrozenTrial) -> str:

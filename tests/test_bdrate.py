@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 
 from shrink.compression.bdrate import bd_rate, bd_rate_curves
-from shrink.compression.metrics import msssim_db
+from shrink.compression.metrics import msssim_db, msssim_from_db
 from shrink.compression.rd import (
     RDCurve,
     RDPoint,
     curve_from_rows,
+    gain_at_rate,
     gain_over,
     load_curves,
+    mean_point,
     metric_at_rate,
+    operating_gain,
+    operating_point,
     save_curves,
 )
 
@@ -142,3 +146,31 @@ def test_gain_over_anchor() -> None:
     better = _curve("better", ANCHOR_BPP[1:4], [d + 0.5 for d in ANCHOR_DB[1:4]])
     assert gain_over(better, anchor) == pytest.approx(0.5)
     assert gain_over(anchor, anchor) == pytest.approx(0.0)
+
+
+def test_one_definition_of_a_point_and_of_a_gain() -> None:
+    """A point's dB is the dB of its MS-SSIM, whether averaged from images or from points; a model's gain is
+    its operating point's gain, which for a variable-rate curve is not the mean of its points' gains."""
+    rows = [
+        {"image": "a", "quality": 10, "bpp": 0.3, "msssim": 0.85, "psnr": 26.0},
+        {"image": "b", "quality": 10, "bpp": 0.5, "msssim": 0.91, "psnr": 28.0},
+        {"image": "a", "quality": 70, "bpp": 1.2, "msssim": 0.975, "psnr": 33.0},
+        {"image": "b", "quality": 70, "bpp": 1.6, "msssim": 0.985, "psnr": 35.0},
+    ]
+    curve = curve_from_rows("shrink", rows)
+    point = operating_point(curve)
+    for p in [*curve.points, point, mean_point(rows)]:
+        assert p.msssim_db == msssim_db(p.msssim)
+    overall = mean_point(rows)  # the mean of the per-quality points is the mean over every image and quality
+    assert [point.bpp, point.msssim, point.msssim_db, point.psnr] == pytest.approx(
+        [overall.bpp, overall.msssim, overall.msssim_db, overall.psnr]
+    )
+    assert (point.bpp, point.msssim, point.psnr) == pytest.approx((0.9, 0.93, 30.5))
+    anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    gain = operating_gain(curve, anchor)
+    assert gain == gain_at_rate(point, anchor) == point.msssim_db - metric_at_rate(anchor, point.bpp)
+    assert gain < gain_over(curve, anchor)  # the mean point is the conservative one
+    assert operating_gain(RDCurve("one", curve.points[:1]), anchor) == pytest.approx(
+        gain_over(RDCurve("one", curve.points[:1]), anchor)
+    )
+    assert msssim_from_db(msssim_db(0.93)) == pytest.approx(0.93)

@@ -103,3 +103,167 @@ def test_bad_files_exit_2(tmp_path: Path, image_folder: Path, capsys):
     not_json.write_text("{")
     assert main(["bdrate", str(not_json), str(not_json)]) == 2
     assert main(["train", "--out", str(tmp_path)]) == 2  # missing --config
+
+
+# ---- bad input: one line on stderr, exit 2, nothing written -----------------------------------------------
+
+
+def one_line_error(capsys) -> str:
+    """The command's stderr, asserted to be exactly one line and no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_train_with_cuda_on_a_machine_without_it_exits_2_before_writing(
+    image_folder: Path, tmp_path: Path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = write_toml(tmp_path / "tiny.toml", tiny_config_dict(image_folder))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--set", "device.device=cuda", "--out", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert err == "shrink train: error: device.device = 'cuda' but CUDA is not available on this machine"
+    assert not out.exists()
+
+
+def test_bdrate_on_a_scalar_or_pointless_curves_exits_2_naming_the_file(tmp_path: Path, capsys):
+    files = {
+        "scalar.json": ("3", "neither a curves file nor a single curve (it holds a number)"),
+        "empty.json": ('{"curves": {"jpeg": {"points": []}}}', "curve 'jpeg' has no points"),
+        "bare.json": ('{"name": "mine", "points": []}', "curve 'mine' has no points"),
+        "none.json": ('{"curves": {}}', "no curves"),
+    }
+    for name, (text, _) in files.items():
+        (tmp_path / name).write_text(text)
+    before = sorted(tmp_path.iterdir())
+    for name, (_, message) in files.items():
+        path = tmp_path / name
+        assert main(["bdrate", str(path), str(path)]) == 2
+        assert capsys.readouterr().out == ""  # refused before the table's header
+        assert main(["bdrate", str(path), str(path)]) == 2
+        assert one_line_error(capsys) == f"shrink bdrate: error: {path}: {message}"
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_dashboard_on_a_port_in_use_exits_2_naming_the_port(tmp_path: Path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+        assert main(["dashboard", "--storage", storage, "--port", str(port)]) == 2
+    err = one_line_error(capsys)
+    assert (
+        err
+        == f"shrink dashboard: error: port {port} on 127.0.0.1 is already in use (pick another with --port)"
+    )
+    assert list(tmp_path.iterdir()) == []  # no storage file, no artifact folder
+
+
+def test_unwritable_output_paths_exit_2_naming_the_path(
+    image_folder: Path, tmp_path: Path, capsys, monkeypatch
+):
+    # tests run as root, whom chmod does not stop: a path below a regular file cannot be written by anyone
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    config = write_toml(tmp_path / "tiny.toml", tiny_config_dict(image_folder))
+    storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "s"]
+    image = str(next(image_folder.iterdir()))
+    bundle = str(tmp_path / "bundle")
+    commands = [  # (the option argparse names, the command line without the path)
+        ("--out", ["train", "--config", str(config), "--out"]),
+        ("--json", ["eval", str(tmp_path / "x.ckpt"), "--data", str(image_folder), "--json"]),
+        ("--json", ["baselines", "--data", str(image_folder), "--json"]),
+        ("--out", ["export", *storage, "--pareto", "--out"]),
+        ("-o/--output", ["compress", image, "--model", bundle, "-o"]),
+        ("-o/--output", ["decompress", str(tmp_path / "x.jpg"), "--model", bundle, "-o"]),
+        ("--out", ["report", *storage, "--out"]),
+    ]
+    before = sorted(tmp_path.iterdir())
+    for option, argv in commands:
+        target = blocker / "sub" / "out.png"
+        assert main([*argv, str(target)]) == 2, argv
+        err = one_line_error(capsys)
+        assert err == (
+            f"shrink {argv[0]}: error: argument {option}: cannot write {target}: {blocker} is not a directory"
+        )
+    assert (
+        main(["report", *storage, "--out", str(tmp_path / "r.html"), "--cache", str(blocker / "c.json")]) == 2
+    )
+    assert one_line_error(capsys).endswith(f"cannot write {blocker / 'c.json'}: {blocker} is not a directory")
+    assert sorted(tmp_path.iterdir()) == before  # no output, no storage file
+
+    # a folder without write permission (what os.access reports for a non-root user on a 0555 folder)
+    monkeypatch.setattr("shrink.search.cli._common.os.access", lambda path, mode: False)
+    assert main(["baselines", "--data", str(image_folder), "--json", str(tmp_path / "b.json")]) == 2
+    assert one_line_error(capsys).endswith(
+        f"cannot write {tmp_path / 'b.json'}: no permission to write in {tmp_path}"
+    )
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_permission_error_while_running_is_one_line_exit_2(capsys):
+    from shrink.search.cli._common import ArgumentParser, run_command
+
+    def run(args):
+        raise PermissionError(13, "Permission denied", "/data/out.json")
+
+    assert run_command(ArgumentParser(prog="shrink x"), run, []) == 2
+    assert one_line_error(capsys) == "shrink x: error: /data/out.json: Permission denied"
+
+
+def test_launch_refuses_missing_malformed_duplicate_and_absent_gpu_ids(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setattr("shrink.search.cli.launch.cuda_device_count", lambda: 2)
+    storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "s"]
+    malformed = "is neither a non-negative integer nor a GPU UUID (GPU-... or MIG-...)"
+    refusals = {
+        ",": "no GPU ids in --gpus ','",
+        "0,x": f"--gpus '0,x': GPU id 'x' {malformed}",
+        "-1": f"--gpus '-1': GPU id '-1' {malformed}",
+        "1,01": "--gpus '1,01': GPU id 01 is listed twice",
+        "0,2": "--gpus '0,2': GPU id 2 is out of range: torch sees 2 CUDA devices (0..1)",
+    }
+    for gpus, message in refusals.items():
+        assert main(["launch", *storage, f"--gpus={gpus}"]) == 2
+        assert one_line_error(capsys) == f"shrink launch: error: {message}"
+        assert capsys.readouterr().out == ""  # no worker started
+    assert list(tmp_path.iterdir()) == []
+
+    from shrink.search.launch import parse_gpus
+
+    assert parse_gpus("0, 1,", 2) == ["0", "1"]
+    assert parse_gpus("GPU-5e1c3b2a-0f1d,MIG-GPU-5e1c3b2a/1/0", 0) == [
+        "GPU-5e1c3b2a-0f1d",
+        "MIG-GPU-5e1c3b2a/1/0",
+    ]
+    assert parse_gpus("7", None) == ["7"]  # device count unknown (CUDA_VISIBLE_DEVICES set for the launcher)
+
+
+def test_launch_limits_each_workers_threads_to_its_share_of_the_cores(capsys, monkeypatch):
+    import shrink.search.launch as launcher
+
+    assert launcher.thread_limits(4, {}, cores=8)[0] == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert launcher.thread_limits(16, {}, cores=8)[0] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert launcher.thread_limits(2, {"MKL_NUM_THREADS": "5"}, cores=8)[0] == {"OMP_NUM_THREADS": "4"}
+    kept, note = launcher.thread_limits(2, {"OMP_NUM_THREADS": "3"}, cores=8)
+    assert kept == {} and note == "launch: 2 workers, OMP_NUM_THREADS=3 each (from the environment)"
+
+    # two real worker processes (a stand-in command): the limit reaches them and torch runs that many threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(launcher, "cpu_cores", lambda: 2)  # torch caps its threads at the real cores here
+    probe = "import os, torch; print(os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'], "
+    probe += "torch.get_num_threads())"
+    monkeypatch.setattr(launcher, "worker_command", lambda args, index: [sys.executable, "-c", probe])
+    assert launcher.launch([], None, 2) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.splitlines()[0]
+        == "launch: 2 workers on 2 CPU cores, 1 thread each (OMP_NUM_THREADS; set it to override)"
+    )
+    assert "[w0] 1 1 1" in out and "[w1] 1 1 1" in out  # torch alone would run one thread per core

@@ -20,6 +20,18 @@ def test_presets_load(path: Path):
     assert config.training.crop % 16 == 0
 
 
+def test_preset_folders_resolve_against_the_preset_and_overrides_against_the_cwd(tmp_path: Path, monkeypatch):
+    (tmp_path / "presets").mkdir()
+    preset = tmp_path / "presets" / "p.toml"
+    preset.write_text('[data]\ntrain = "../data/train"\ndev = "samples:dev"\n')
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config(Path("..") / "presets" / "p.toml")
+    assert (config.data.train, config.data.dev) == (str(tmp_path / "data" / "train"), "samples:dev")
+    config = load_config(preset, ["data.dev=dev", "data.train=/abs/train"])
+    assert (config.data.train, config.data.dev) == ("/abs/train", str(tmp_path / "elsewhere" / "dev"))
+
+
 def test_presets_exist():
     assert {p.stem for p in PRESETS} >= {"demo", "cpu", "paper"}
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
 import optuna
 import pytest
 
-from shrink.compression.config import ConfigError, tomllib
+from shrink.compression.config import ConfigError, load_config, tomllib
 from shrink.search.cli import main
 from shrink.search.spec import ResolvedSpec, SpecError, load_spec, spec_diff, validate_spec
 
-from .conftest import tiny_config_dict
+from .conftest import SHARED_DATA, tiny_config_dict
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -100,6 +101,45 @@ def test_shipped_specs_load(name: str):
     budget = resolved.spec.budget
     if budget.epochs is not None:
         assert resolved.base_config.training.epochs == budget.epochs
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_shipped_data_folders_are_the_shared_ones_from_any_working_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for config in (
+        load_spec(STUDIES / f"{name}.toml").base_config,
+        load_config(STUDIES / "presets" / f"{name}.toml"),
+    ):
+        assert Path(config.data.train) == Path(os.path.normpath(SHARED_DATA / "train"))
+        assert Path(config.data.dev) == Path(os.path.normpath(SHARED_DATA / "dev"))
+    demo = load_spec(STUDIES / "demo.toml").base_config.data
+    assert (demo.train, demo.dev) == ("samples:train", "samples:dev")  # sample sets are names, not folders
+
+
+def test_relative_data_folders_resolve_against_the_spec_and_preset_files(tmp_path: Path, monkeypatch):
+    studies = tmp_path / "project" / "studies"
+    (studies / "presets").mkdir(parents=True)
+    write_toml(studies / "presets" / "p.toml", {"data": {"train": "../../data/train", "dev": "../../data/x"}})
+    write_toml(studies / "s.toml", {"base_preset": "presets/p.toml", "data": {"dev": "../data/dev"}})
+    project = tmp_path / "project"
+    resolved = []
+    for cwd, spec in (
+        (tmp_path, studies / "s.toml"),
+        (studies, Path("s.toml")),
+        (project, Path("studies/s.toml")),
+    ):
+        monkeypatch.chdir(cwd)
+        resolved.append(load_spec(spec))
+    assert all(r == resolved[0] for r in resolved)
+    data = resolved[0].base_config.data
+    assert (data.train, data.dev) == (str(project / "data" / "train"), str(project / "data" / "dev"))
+    assert resolved[0].spec.data.dev == str(project / "data" / "dev")  # stored resolved in the spec too
+    # folders given on the command line are relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    data = load_spec(studies / "s.toml", ["data.train=here/train", "base.data.dev=here/dev"]).base_config.data
+    assert data.train == str(tmp_path / "here" / "train")
+    assert data.dev == str(project / "data" / "dev")  # [data] still wins over [base.data]
+    assert load_spec(studies / "s.toml", ["data.dev=samples:dev"]).base_config.data.dev == "samples:dev"
 
 
 def test_demo_spec_resolves_preset_base_data_and_budget():
@@ -431,5 +471,6 @@ def test_study_create_then_duplicate_then_mismatched_worker(tmp_path: Path, imag
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("shrink worker: error: spec differs"), err
     assert "budget.n_trials: 2 -> 3" in err[-1]
-    assert optuna.load_study(study_name="tiny", storage=url).trials == []  # nothing ran
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert [t.state.name for t in trials] == ["WAITING"] * 2  # nothing ran: the budget's tickets wait
     assert not (tmp_path / "runs").exists()

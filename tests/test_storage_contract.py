@@ -16,6 +16,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from shrink.compression.rd import RDCurve
+from shrink.search.budget import TICKET_ATTR
 from shrink.search.cli import main
 from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
@@ -116,20 +117,23 @@ def test_creating_a_study_twice_exits_2_and_keeps_the_first(kind, storage_url_an
     assert optuna.get_all_study_names(open_storage(storage_url_any, heartbeat_interval=None)) == ["toy"]
 
 
-@pytest.mark.parametrize("kind", RDB_KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_stale_running_trial_is_failed_and_requeued_under_its_original_number(
     kind, storage_url_any, spec_path
 ):
     create(load_spec(spec_path), storage_url_any)
     handle = attach(storage_url_any, "toy", heartbeat=(1, 2))
-    trial = handle.study.ask()
+    trial = handle.study.ask()  # pops ticket 0
     quality = trial.suggest_int("codec.quality", 20, 80, step=20)
+    handle.study._storage.set_trial_intermediate_value(trial._trial_id, 1, 0.5)
     handle.study._storage.record_heartbeat(trial._trial_id)  # one beat, then the "worker" dies
     assert not study_budget_reached(handle)  # within the grace period: still RUNNING
     assert reopen(storage_url_any).trials[0].state == TrialState.RUNNING
     time.sleep(3)
     assert not study_budget_reached(handle)  # the retry waits
-    first, retry = reopen(storage_url_any).trials
+    first, ticket, retry = reopen(storage_url_any).trials
     assert first.state == TrialState.FAIL
+    assert ticket.state == TrialState.WAITING and ticket.system_attrs[TICKET_ATTR] == 1
     assert retry.state == TrialState.WAITING and retry.params == {"codec.quality": quality}
     assert retry.system_attrs["failed_trial"] == 0 and original_number(retry) == 0
+    assert retry.system_attrs[TICKET_ATTR] == 0 and retry.intermediate_values == {1: 0.5}

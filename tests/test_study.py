@@ -13,14 +13,28 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
+from PIL import Image
 
 from shrink.compression.bundle import load_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.evaluate import evaluate
-from shrink.compression.trainer import load_dev_images, mean_point
+from shrink.compression.metrics import msssim_db
+from shrink.compression.rd import RDCurve, RDPoint, gain_at_rate, operating_point
+from shrink.compression.trainer import load_dev_images
+from shrink.dashboards.report import _front_table
+from shrink.dashboards.study_info import get_rd_points_info
+from shrink.search.budget import TICKET_ATTR
 from shrink.search.cli import main
+from shrink.search.results import format_front, front_rows
+from shrink.search.space import distributions
+from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
+from shrink.search.study import DEV_FINGERPRINT_ATTR, DEV_JPEG_ATTR, DevSetMismatch, attach, create
+from shrink.search.trial_runner import original_number
+
+from .conftest import textured_image
 
 BIN = Path(sys.executable).parent
 
@@ -128,7 +142,7 @@ def test_export_bundle_reproduces_the_trials_dev_metrics(toy):
     curve = evaluate(
         model, load_dev_images(config.data), config.data.dev_qualities, build_codec(config.codec)
     )
-    point = mean_point(curve)
+    point = operating_point(curve)
     assert point.bpp == pytest.approx(trial.user_attrs["rd_point"]["dev_bpp"], rel=1e-9)
     assert point.msssim == pytest.approx(trial.user_attrs["rd_point"]["dev_msssim"], rel=1e-6)
     # a running or missing trial is refused with exit code 2
@@ -180,7 +194,8 @@ def test_optuna_cli_round_trip(toy):
     values = cli("shrink", ["trial"], url, "--trial-number", number).split()
     cli("optuna", ["tell"], url, "--trial-number", number, "--values", *values)
     trials = json.loads(cli("optuna", ["trials"], url, "-f", "json"))
-    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE", "WAITING"]  # the budget's third ticket
+    trials = trials[:2]
     assert all("codec.quality" in t["params"] for t in trials)
     assert trials[1]["params"] == asked["params"]
     assert trials[1]["values"] == pytest.approx([float(v) for v in values])
@@ -225,6 +240,8 @@ def test_sigterm_checkpoints_requeues_and_the_retry_resumes(tmp_path, image_fold
     first, retry = load(url).trials
     assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["fail_reason"]
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    assert "fail_reason" not in retry.user_attrs  # the retry's own verdict is still to come
+    assert retry.user_attrs["previous_fail_reason"] == first.user_attrs["fail_reason"]
     done_before = first.user_attrs["epochs"]
 
     assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
@@ -234,6 +251,27 @@ def test_sigterm_checkpoints_requeues_and_the_retry_resumes(tmp_path, image_fold
     epochs = retry.user_attrs["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
     assert epochs[: len(done_before)] == done_before  # the epochs already done were not redone
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_shrink_trial_beats_and_on_sigterm_checkpoints_and_requeues_its_trial(tmp_path, image_folder):
+    spec = write_spec(tmp_path / "long.toml", image_folder, n_trials=1, epochs=6, steps=30)
+    url = storage_url("sqlite", tmp_path)
+    study = create(load_spec(spec), url).study
+    asked = study.ask(distributions(load_spec(spec)))  # as `optuna ask --search-space` does
+    command = [str(BIN / "shrink"), "trial", "--storage", url, "--study-name", "toy", "--trial-number", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(load(url).trials[0].user_attrs.get("epochs", [])) >= 1)
+    beats = sqlalchemy.create_engine(url).connect().exec_driver_sql("SELECT count(*) FROM trial_heartbeats")
+    assert beats.scalar() == 1  # a worker's stale check would re-queue it, were this process to die
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "re-queued to resume" in output.splitlines()[-1]
+    first, retry = load(url).trials
+    assert first.number == asked.number and first.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and original_number(retry) == 0
+    assert retry.system_attrs[TICKET_ATTR] == 0 and retry.params == first.params
 
 
 def test_launch_runs_cpu_workers_with_prefixed_logs(toy):
@@ -246,7 +284,7 @@ def test_launch_runs_cpu_workers_with_prefixed_logs(toy):
     )
     assert "[w0]" in result.stdout and "[w1]" in result.stdout
     trials = load(url).trials
-    assert len(trials) >= 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)  # the budget, exactly
     assert len({t.number for t in trials}) == len(trials)
     assert np.all(np.diff([t.number for t in trials]) == 1)
 
@@ -318,3 +356,73 @@ def test_a_restarted_worker_does_not_replay_the_first_workers_samples(tmp_path, 
         assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 0
     first, second = load(url).trials
     assert first.params["loss.alpha_rec"] != second.params["loss.alpha_rec"]
+
+
+QUALITY_SPACE = '[space."codec.quality"]\ntype = "int"\nlow = 20\nhigh = 80\nstep = 20\n'
+
+
+def test_a_trials_stored_point_and_gain_are_what_the_front_demo_and_report_show(tmp_path, image_folder):
+    """A variable-rate trial (two dev qualities), where a mean of dBs or a mean of gains would differ: its
+    stored point is the operating point of its dev points, and its stored gain is the one shown everywhere."""
+    text = write_spec(tmp_path / "vr.toml", image_folder, n_trials=1, epochs=1).read_text()
+    assert QUALITY_SPACE in text
+    spec = tmp_path / "vr.toml"
+    spec.write_text(text.replace(QUALITY_SPACE, "") + "\n[base.data]\ndev_qualities = [30, 70]\n")
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    study = load(url)
+    (trial,) = study.trials
+    stored = trial.user_attrs["rd_point"]
+    points = [RDPoint.from_dict(p) for p in trial.user_attrs["dev_points"]]
+    assert [p.quality for p in points] == [30, 70]
+    point = operating_point(RDCurve("trial", points))
+    assert (stored["dev_bpp"], stored["dev_msssim"], stored["dev_msssim_db"]) == (
+        point.bpp,
+        point.msssim,
+        point.msssim_db,
+    )
+    assert stored["dev_msssim_db"] == msssim_db(stored["dev_msssim"])
+    dev_jpeg = RDCurve.from_dict(study.user_attrs[DEV_JPEG_ATTR])
+    assert stored["dev_gain_db"] == gain_at_rate(point, dev_jpeg)
+    (row,) = front_rows(study, dev_jpeg)  # the demo's table and the report's front table
+    assert row.gain_db == stored["dev_gain_db"]
+    assert row.gain_db == pytest.approx(msssim_db(row.msssim) - msssim_db(row.jpeg_msssim), abs=1e-9)
+    (shown,) = get_rd_points_info(study)  # the report's RD plot, best trial and gallery
+    assert shown.gain_db == stored["dev_gain_db"] and shown.msssim_db == stored["dev_msssim_db"]
+    gain_text = f"{stored['dev_gain_db']:+.3f}"
+    assert gain_text in format_front([row]) and gain_text in _front_table([row])
+
+
+def test_a_worker_refuses_a_dev_set_that_differs_from_the_studys(toy, capsys):
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    fingerprint = load(url).user_attrs[DEV_FINGERPRINT_ATTR]
+    images = tmp_path / "images"
+    attach(url, "toy", load_spec(spec))  # unchanged: accepted
+    (images / "img2.png").write_bytes(b"not among the 2 dev images used")  # dev_max_images = 2: not read
+    attach(url, "toy")
+    original = (images / "img0.png").read_bytes()
+    Image.fromarray(textured_image(176, 208, 99)).save(images / "img0.png")
+    with pytest.raises(DevSetMismatch, match=r"^dev set differs from the one the study was created with: "):
+        attach(url, "toy")
+    capsys.readouterr()
+    assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{images} (fingerprint {fingerprint[:12]} != " in err and len(err.strip().splitlines()) == 1
+    assert not [t for t in load(url).trials if t.state != TrialState.WAITING]  # nothing trained
+    (images / "img0.png").write_bytes(original)
+    attach(url, "toy")
+
+
+def test_a_study_without_a_dev_fingerprint_gets_one_at_its_first_attach(toy):
+    spec, tmp_path = toy
+    url = storage_url("sqlite", tmp_path)
+    optuna.create_study(storage=url, study_name="toy", directions=["minimize", "maximize"])
+    assert DEV_FINGERPRINT_ATTR not in load(url).user_attrs
+    attach(url, "toy", load_spec(spec))
+    assert len(load(url).user_attrs[DEV_FINGERPRINT_ATTR]) == 64
+    Image.fromarray(textured_image(192, 176, 99)).save(tmp_path / "images" / "img1.png")
+    with pytest.raises(DevSetMismatch):
+        attach(url, "toy")

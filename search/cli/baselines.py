@@ -9,13 +9,13 @@ from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.data import load_images
 from shrink.compression.rd import save_curves
 
-from ._common import ArgumentParser, format_rd_table, run_command
+from ._common import ArgumentParser, format_rd_table, output_file, run_command
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink baselines", description="Baseline RD curves on an image folder.")
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
-    parser.add_argument("--json", required=True, help="where to write the curves")
+    parser.add_argument("--json", required=True, type=output_file, help="where to write the curves")
     parser.add_argument("--ratios", type=int, nargs="+", default=[2], choices=[2, 3, 4])
     parser.add_argument(
         "--codecs", nargs="+", default=["jpeg", "webp", "avif"], choices=["jpeg", "webp", "avif"]

@@ -30,7 +30,7 @@ from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
 from shrink.compression.tiling import DEFAULT_TILE, compact_image, tilings
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, output_file_or_dir, run_command
 
 
 def quality_arg(text: str) -> int:
@@ -50,7 +50,9 @@ def positive_float(text: str) -> float:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, -o, --force, --tile and --device: shared by compress and decompress."""
     parser.add_argument("--model", required=True, help="the export bundle directory (shrink export)")
-    parser.add_argument("-o", "--output", required=True, help="output file (or directory: see above)")
+    parser.add_argument(
+        "-o", "--output", required=True, type=output_file_or_dir, help="output file (or directory: see above)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
         "--tile",

@@ -11,7 +11,7 @@ from shrink.compression.data import load_images
 from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import save_curves
 
-from ._common import ArgumentParser, format_rd_table, run_command
+from ._common import ArgumentParser, format_rd_table, output_file, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
         default=list(DEFAULT_QUALITIES["down-jpeg"]),
         help="codec qualities (default: the downscale baseline's grid, for comparable BD-rates)",
     )
-    parser.add_argument("--json", required=True, help="where to write the RD curve")
+    parser.add_argument("--json", required=True, type=output_file, help="where to write the RD curve")
     parser.add_argument("--name", default="shrink", help="curve name in the JSON")
     return parser
 

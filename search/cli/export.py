@@ -9,7 +9,7 @@ import optuna
 from shrink.search.export import chosen_trial, export_trial, pareto_trials
 from shrink.search.storage import StorageError, open_storage, redact
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, output_dir, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> ArgumentParser:
     which.add_argument(
         "--pareto", action="store_true", help="every trial on the Pareto front (best, if 1 objective)"
     )
-    parser.add_argument("--out", required=True, help="bundles go to OUT/trial-NNNNN/")
+    parser.add_argument("--out", required=True, type=output_dir, help="bundles go to OUT/trial-NNNNN/")
     parser.add_argument("--force", action="store_true", help="replace existing bundles")
     return parser
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.search.launch import launch
+from shrink.search.launch import cuda_device_count, launch, parse_gpus
 
 from ._common import ArgumentParser, run_command
 from .worker import STORAGE_ENV, add_study_arguments, add_worker_limits, worker_arguments
@@ -23,9 +23,9 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    gpus = parse_gpus(args.gpus, cuda_device_count()) if args.gpus is not None else None
     return launch(worker_arguments(args), gpus, args.workers or 0, env={STORAGE_ENV: args.storage})
 
 

@@ -9,7 +9,7 @@ from shrink.dashboards.report import ReportOptions, write_report
 from shrink.dashboards.study_info import storage_roots
 from shrink.search.storage import redact
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, check_output, output_file, run_command
 from .export import load_study
 
 
@@ -20,7 +20,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--storage", required=True)
     parser.add_argument("--study-name", required=True)
-    parser.add_argument("--out", required=True, help="the HTML file to write (atomically)")
+    parser.add_argument("--out", required=True, type=output_file, help="the HTML file to write (atomically)")
     parser.add_argument("--bundles", type=Path, help="exported bundles (shrink export --pareto --out DIR)")
     parser.add_argument("--data", type=Path, help="another image set (e.g. Kodak) to evaluate the bundles on")
     parser.add_argument(
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{option}: no folder {path}")
     if args.data_baselines is not None and not args.data_baselines.is_file():
         raise FileNotFoundError(f"--data-baselines: no file {args.data_baselines}")
+    if args.cache is not None and not args.no_cache:
+        check_output(args.cache)
     study = load_study(args.storage, args.study_name)
     path = write_report(study, args.out, options_from(args))
     print(f"wrote {path}")

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.config import load_config
+import torch
+
+from shrink.compression.config import ConfigError, load_config
 from shrink.compression.trainer import Trainer
 
-from ._common import ArgumentParser, add_set_argument, format_rd_table, run_command
+from ._common import ArgumentParser, add_set_argument, format_rd_table, output_dir, run_command
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink train", description="Train ComCNN + RecCNN in alternation.")
     parser.add_argument("--config", required=True, help="TOML preset (e.g. studies/presets/demo.toml)")
     add_set_argument(parser, "training.epochs=3")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints and history go here")
+    parser.add_argument(
+        "--out", required=True, type=output_dir, help="run folder: checkpoints and history go here"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if config.device.device == "cuda" and not torch.cuda.is_available():  # refused before anything is written
+        raise ConfigError("device.device = 'cuda' but CUDA is not available on this machine")
     trainer = Trainer(config, args.out)
     if args.resume:
         trainer.resume(f"{args.out}/last.ckpt")

@@ -1,0 +1,58 @@
+"""A study's trial budget as claim tickets, so that exactly ``budget.n_trials`` trials are ever trained.
+
+``study create`` enqueues ``n_trials`` WAITING trials, the tickets. A worker only claims WAITING trials:
+Optuna's WAITING -> RUNNING claim is atomic on every storage (a locked row on PostgreSQL, ``BEGIN
+IMMEDIATE`` on SQLite, the journal's file lock), so two workers never hold one ticket. When none is left,
+``study.ask()`` would create a new trial: :func:`refuse_new_trials` makes that raise :class:`BudgetSpent`
+instead, so the worker stops without writing a row. A re-queued retry (heartbeat or signal) is a WAITING
+trial too: it carries on its predecessor's ticket, and is added with a template, which stays allowed.
+``optuna ask`` (the ask/tell path) pops tickets as well; a trial it had to create beyond them is refused by
+``shrink trial`` (:func:`is_over_budget`).
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+TICKET_ATTR = "shrink_ticket"  # system attribute: the ticket's index (0..n_trials-1), inherited by retries
+OVER_BUDGET = "over_budget"
+
+
+class BudgetSpent(RuntimeError):
+    """No ticket is left: the study has every trial its budget allows."""
+
+
+def issue_tickets(study: optuna.Study, n_trials: int) -> int:
+    """Enqueue the tickets a study lacks (trials already started count as tickets); returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    started = [t for t in trials if t.state != TrialState.WAITING and TICKET_ATTR not in t.system_attrs]
+    for trial in started:  # made by `optuna ask` before a spec was attached: they hold a ticket each
+        study._storage.set_trial_system_attr(trial._trial_id, TICKET_ATTR, -1)
+    have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and "failed_trial" not in t.system_attrs)
+    held = have + len(started)
+    for index in range(held, n_trials):
+        ticket = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET_ATTR: index})
+        study.add_trial(ticket)
+    return max(0, n_trials - held)
+
+
+def is_over_budget(trial: FrozenTrial) -> bool:
+    """A trial that holds no ticket: created because none was left."""
+    return TICKET_ATTR not in trial.system_attrs
+
+
+def tickets_left(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def refuse_new_trials(storage: optuna.storages.BaseStorage) -> None:
+    """From now on a new trial without a template (``study.ask()`` finding no ticket) raises BudgetSpent."""
+    create = storage.create_new_trial
+
+    def create_new_trial(study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None:
+            raise BudgetSpent("no trial of the study's budget is left to claim")
+        return create(study_id, template_trial)
+
+    storage.create_new_trial = create_new_trial
