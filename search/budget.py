@@ -13,6 +13,7 @@ trial too: it carries on its predecessor's ticket, and is added with a template,
 from __future__ import annotations
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 TICKET_ATTR = "shrink_ticket"  # system attribute: the ticket's index (0..n_trials-1), inherited by retries
@@ -35,6 +36,26 @@ def issue_tickets(study: optuna.Study, n_trials: int) -> int:
         ticket = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET_ATTR: index})
         study.add_trial(ticket)
     return max(0, n_trials - held)
+
+
+def drop_duplicate_tickets(study: optuna.Study) -> int:
+    """Fail the later copies of tickets issued twice (workers adopting one ``optuna create-study`` study at
+    the same moment each issue them) while they still wait; returns how many were dropped."""
+    seen: set[int] = set()
+    dropped = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        index = trial.system_attrs.get(TICKET_ATTR)
+        if index is None or index < 0 or "failed_trial" in trial.system_attrs:
+            continue
+        if index in seen:
+            storage = study._storage
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"ticket {index} issued twice")
+                dropped += storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass
+        seen.add(index)
+    return dropped
 
 
 def is_over_budget(trial: FrozenTrial) -> bool:

@@ -116,14 +116,15 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, backend, heartbeat_interval: int, grace_period: int | None, callback: Requeue):
         super().__init__(backend)
-        self.heartbeat_interval, self.grace_period, self._callback = (
-            heartbeat_interval,
-            grace_period,
-            callback,
-        )
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._callback = callback
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+        try:
+            self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:  # finished elsewhere (failed as stale): its retry beats now
+            pass
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
-from .budget import issue_tickets
+from .budget import drop_duplicate_tickets, issue_tickets
 from .spec import ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
 
@@ -140,6 +140,7 @@ def _ensure_tickets(study: optuna.Study, spec: ResolvedSpec) -> None:
     if study.user_attrs.get(TICKETS_ATTR) is None:
         issue_tickets(study, spec.spec.budget.n_trials)
         study.set_user_attr(TICKETS_ATTR, spec.spec.budget.n_trials)
+        drop_duplicate_tickets(study)
 
 
 def check_dev_fingerprint(study: optuna.Study, spec: ResolvedSpec) -> None:

@@ -182,3 +182,19 @@ def test_open_storage_gives_the_journal_a_heartbeat(tmp_path):
     assert open_storage(f"journal:{tmp_path / 't.log'}", heartbeat_interval=None).__class__.__name__ == (
         "JournalStorage"
     )
+
+
+def test_tickets_issued_twice_by_workers_adopting_one_study_at_once_are_dropped(tmp_path, image_folder):
+    from shrink.search.budget import drop_duplicate_tickets, issue_tickets
+
+    url = storage_url("sqlite", tmp_path)
+    study = optuna.create_study(storage=open_storage(url), study_name="toy", directions=["minimize"])
+    study.ask()  # asked before any spec: it holds a ticket
+    assert issue_tickets(study, 3) == 2 and issue_tickets(study, 3) == 0
+    for index in (1, 2):  # what a second adopter, racing the first, would add
+        study.add_trial(optuna.trial.create_trial(state=WAITING, system_attrs={TICKET_ATTR: index}))
+    assert drop_duplicate_tickets(study) == 2 and drop_duplicate_tickets(study) == 0
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [RUNNING, WAITING, WAITING, FAIL, FAIL]
+    assert [t.system_attrs[TICKET_ATTR] for t in trials] == [-1, 1, 2, 1, 2]
+    assert trials[3].user_attrs["fail_reason"] == "ticket 1 issued twice"
