@@ -109,6 +109,9 @@ class OptimizerConfig(Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: ScheduleName = "cosine"
+    warmup_steps: int = Field(
+        0, ge=0, description="linear warm-up over this net's own first optimizer steps (0: none)"
+    )
     min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
     step_every: int = Field(1000, ge=1, description="'step' schedule: steps between decays")
     step_gamma: float = Field(0.5, gt=0.0, le=1.0)

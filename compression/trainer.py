@@ -96,13 +96,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(config: OptimizerConfig, step: int, total_steps: int) -> float:
+def lr_factor(config: OptimizerConfig, step: int, total_steps: int, own_steps: int = 0) -> float:
+    """The schedule's factor at global ``step``, times a linear warm-up over the net's ``own_steps``
+    (a net trains only in its turns: the ComCNN's first step may come epochs into the run)."""
+    warmup = min(1.0, (own_steps + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     if config.schedule == "constant":
-        return 1.0
+        return warmup
     if config.schedule == "step":
-        return config.step_gamma ** (step // config.step_every)
+        return warmup * config.step_gamma ** (step // config.step_every)
     progress = min(step / max(total_steps, 1), 1.0)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup * cosine
+
+
+def optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Steps this optimizer has taken (Adam keeps a count per parameter: saved, restored, rolled back)."""
+    for state in optimizer.state.values():
+        return int(state["step"])
+    return 0
 
 
 def make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -197,8 +208,9 @@ class Trainer:
         return torch.randint(low, high + 1, (batch_size,), generator=self.quality_generator).tolist()
 
     def _set_learning_rates(self) -> None:
-        com = lr_factor(self.config.optim_com, self.step, self.total_steps) * self.com_lr_scale
-        rec = lr_factor(self.config.optim_rec, self.step, self.total_steps)
+        com = lr_factor(self.config.optim_com, self.step, self.total_steps, optimizer_steps(self.opt_com))
+        com *= self.com_lr_scale
+        rec = lr_factor(self.config.optim_rec, self.step, self.total_steps, optimizer_steps(self.opt_rec))
         for group in self.opt_com.param_groups:
             group["lr"] = self.config.optim_com.lr * com
         for group in self.opt_rec.param_groups:

@@ -231,3 +231,24 @@ def test_cosine_schedule_ends_at_the_floor():
     assert lr_factor(config, 0, 100) == pytest.approx(1.0)
     assert lr_factor(config, 100, 100) == pytest.approx(0.1)
     assert lr_factor(OptimizerConfig(schedule="step", step_every=10, step_gamma=0.5), 25, 100) == 0.25
+
+
+def test_warmup_ramps_each_net_over_its_own_steps_and_resumes_with_its_optimizer():
+    from shrink.compression.config import OptimizerConfig
+    from shrink.compression.trainer import make_optimizer, optimizer_steps
+
+    config = OptimizerConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.1, warmup_steps=4)
+    cosine = OptimizerConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.1)
+    # a ComCNN whose first turn comes at global step 50: its warm-up starts then, not at step 0
+    ramp = [lr_factor(config, 50 + k, 100, own_steps=k) / lr_factor(cosine, 50 + k, 100) for k in range(6)]
+    assert ramp == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = make_optimizer([weight], config)
+    assert optimizer_steps(optimizer) == 0
+    for _ in range(3):
+        optimizer.zero_grad()
+        weight.sum().backward()
+        optimizer.step()
+    restored = make_optimizer([torch.nn.Parameter(torch.ones(2))], config)
+    restored.load_state_dict(optimizer.state_dict())
+    assert optimizer_steps(optimizer) == optimizer_steps(restored) == 3
