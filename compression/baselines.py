@@ -1,4 +1,5 @@
-"""Baseline RD curves with real codecs: plain JPEG / WebP / AVIF, and downscale -> codec -> bicubic upscale.
+"""Baseline RD curves with real codecs: plain JPEG / jpegli / WebP / AVIF / JPEG XL, and downscale -> codec ->
+bicubic upscale.
 
 Rates are ``len()`` of the real file over the ORIGINAL W x H; reconstructions are rounded to 8 bits as a
 decoded PNG would be, and measured on full images (batch size 1) against the original. A point is the mean
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import Codec, build_codec, from_uint8, to_uint8
+from .codecs import REFERENCE_CODECS, Codec, build_codec, from_uint8, to_uint8
 from .config import CodecConfig
 from .data import NamedImage
 from .rd import RDCurve, curve_from_rows, measure
@@ -28,8 +29,11 @@ from .resample import bicubic_down, bicubic_up, pad_to_multiple, quantize_8bit
 # overlap then loses the low-rate end where downscaling wins most). The grid contains q10/20/50/90, the
 # settings of the reference table in shared/data/README.md.
 _GRID = tuple(range(5, 96, 5))
+# JPEG XL's "quality" is cjxl's (libjxl's distance from quality: q5..95 -> distance 19.7..0.55), jpegli's is
+# its libjpeg-style quality.
+BASELINE_CODECS = ("jpeg", "webp", "avif", "jpegli", "jpegxl")
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
-    kind: _GRID for kind in ("jpeg", "webp", "avif", "down-jpeg", "down-webp", "down-avif")
+    kind: _GRID for name in BASELINE_CODECS for kind in (name, f"down-{name}")
 }
 
 Row = dict[str, Any]
@@ -38,7 +42,8 @@ Row = dict[str, Any]
 # A baseline is its codec at a high effort, not at the speed-oriented defaults the training loop uses: libwebp
 # method 6, the smallest files Pillow offers (-20.1 % vs JPEG on Kodak; method 4: -16.0 %), and libavif speed
 # 4 (-48.3 %; speed 6: -45.8 %; 0.9 s per Kodak image against 0.2 s, where speed 2 takes 2.5 s and speed 0
-# 8 s). JPEG is 4:2:0 with optimized Huffman tables, as in the reference figures.
+# 8 s). JPEG is 4:2:0 with optimized Huffman tables, as in the reference figures. jpegli is pyjpegli's only
+# setting (4:2:0, baseline); JPEG XL is libjxl at effort 7, cjxl's default (:class:`.codecs.JpegXLCodec`).
 BASELINE_WEBP_METHOD = 6
 BASELINE_AVIF_SPEED = 4
 
@@ -47,6 +52,8 @@ def resolve_codec(codec: Codec | str) -> Codec:
     """A codec instance, or one built by name with the baseline settings above."""
     if not isinstance(codec, str):
         return codec
+    if codec in REFERENCE_CODECS:
+        return REFERENCE_CODECS[codec]()
     config = CodecConfig(name=codec, webp_method=BASELINE_WEBP_METHOD, avif_speed=BASELINE_AVIF_SPEED)
     return build_codec(config)
 
@@ -140,12 +147,13 @@ def run_baselines(
     images: Sequence[NamedImage],
     qualities: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     ratios: Sequence[int] = (2,),
-    codecs: Sequence[str] = ("jpeg", "webp", "avif"),
+    codecs: Sequence[str] = BASELINE_CODECS,
     downscale_codecs: Sequence[str] = ("jpeg",),
     threads: int = 0,
     progress: bool = False,
 ) -> dict[str, RDCurve]:
-    """Curves "jpeg", "webp", "avif" (``codecs``) and "down{r}-{codec}" for each ratio x ``downscale_codecs``.
+    """Curves "jpeg", "webp", "avif", "jpegli", "jpegxl" (``codecs``) and "down{r}-{codec}" for each ratio x
+    ``downscale_codecs``.
 
     ``qualities``: None for :data:`DEFAULT_QUALITIES`, one grid for every curve, or a mapping from curve kind
     ("jpeg", "down-jpeg", ...) to grid, missing kinds falling back to the defaults.

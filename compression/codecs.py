@@ -1,7 +1,10 @@
-"""Real image codecs (Pillow) behind one small interface: encode -> bytes, decode -> image.
+"""Real image codecs behind one small interface: encode -> bytes, decode -> image.
 
+JPEG, WebP and AVIF go through Pillow; jpegli (Google's JPEG encoder, through ``pyjpegli``) writes standard
+JPEG files, decoded by Pillow like any JPEG; JPEG XL (libjxl, through ``imagecodecs``) is a reference codec
+for the baseline curves only (:data:`REFERENCE_CODECS`), not a training codec.
 The byte count used everywhere in shrink is ``len()`` of what :meth:`Codec.encode` returns: the real file.
-Batches round-trip in a thread pool; Pillow releases the GIL while it encodes and decodes.
+Batches round-trip in a thread pool; Pillow, pyjpegli and imagecodecs release the GIL while they work.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import imagecodecs
 import numpy as np
+import pyjpegli
 import torch
 from PIL import Image
 
-from .config import CodecConfig
+from .config import CodecConfig, ConfigError
 
 
 class Codec(ABC):
@@ -30,10 +35,13 @@ class Codec(ABC):
     @abstractmethod
     def save_options(self, quality: int) -> dict: ...
 
-    def encode(self, image: np.ndarray, quality: int) -> bytes:
-        """Encode an HxWx3 uint8 array into the bytes of a real file."""
+    def check_image(self, image: np.ndarray) -> None:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{self.name}: expected HxWx3 uint8, got {image.dtype} {image.shape}")
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        """Encode an HxWx3 uint8 array into the bytes of a real file."""
+        self.check_image(image)
         buffer = io.BytesIO()
         Image.fromarray(image, "RGB").save(buffer, format=self.pillow_format, **self.save_options(quality))
         return buffer.getvalue()
@@ -82,14 +90,81 @@ class AvifCodec(Codec):
         return {"quality": int(quality), "subsampling": self.subsampling, "speed": self.speed}
 
 
+@dataclass
+class JpegliCodec(Codec):
+    """jpegli (``pyjpegli.encode(rgb, width, height, quality)``): a standard baseline JPEG, always 4:2:0.
+
+    pyjpegli offers no subsampling, progressive or distance control; ``CodecConfig`` refuses
+    ``codec.subsampling`` other than 4:2:0 with this codec. Decoded by Pillow (libjpeg-turbo) like
+    :class:`JpegCodec`, as ``shrink decompress`` and any viewer decode it.
+    """
+
+    name = "jpegli"
+    pillow_format = "JPEG"
+    extension = ".jpg"
+    subsampling = "4:2:0"
+
+    def save_options(self, quality: int) -> dict:
+        return {"quality": int(quality)}
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        self.check_image(image)
+        height, width = image.shape[:2]
+        return pyjpegli.encode(np.ascontiguousarray(image), width, height, int(quality))
+
+
+def jpegxl_distance(quality: float) -> float:
+    """libjxl's ``JxlEncoderDistanceFromQuality`` (``cjxl --quality``): q90 -> distance 1.0, q30 -> 6.4.
+
+    Linear above q30 (0.1 + 0.09 (100 - q)), a quadratic ramp below it (q5 -> 19.7); the baseline grid
+    q5..95 is thus distance 19.7..0.55.
+    """
+    if quality >= 100:
+        return 0.0
+    if quality >= 30:
+        return 0.1 + (100 - quality) * 0.09
+    return 53.0 / 3000.0 * quality * quality - 23.0 / 20.0 * quality + 25.0
+
+
+@dataclass
+class JpegXLCodec(Codec):
+    """JPEG XL (libjxl through ``imagecodecs.jpegxl_encode``) at the distance cjxl gives a quality.
+
+    A reference codec for the baselines, not a training codec. ``effort`` 7 is libjxl's (and cjxl's)
+    default; imagecodecs' own default is lower. One libjxl thread per file: files run in parallel instead.
+    """
+
+    effort: int = 7
+    name = "jpegxl"
+    extension = ".jxl"
+
+    def save_options(self, quality: int) -> dict:
+        return {"distance": jpegxl_distance(int(quality)), "effort": self.effort}
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        self.check_image(image)
+        options = self.save_options(quality)
+        return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(image), numthreads=1, **options))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1))
+
+
 CODECS: dict[str, Callable[[CodecConfig], Codec]] = {
     "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize),
+    "jpegli": lambda c: JpegliCodec(),
     "webp": lambda c: WebPCodec(method=c.webp_method),
     "avif": lambda c: AvifCodec(subsampling=c.subsampling, speed=c.avif_speed),
 }
 
+# Codecs for the baseline curves only (``shrink baselines --codecs``), by name, at their baseline settings.
+REFERENCE_CODECS: dict[str, Callable[[], Codec]] = {"jpegxl": JpegXLCodec}
+
 
 def build_codec(config: CodecConfig) -> Codec:
+    """The training codec of ``config``; a one-line :class:`ConfigError` for a name not in :data:`CODECS`."""
+    if config.name not in CODECS:
+        raise ConfigError(f"codec.name = {config.name!r} is not a codec; choose one of {', '.join(CODECS)}")
     return CODECS[config.name](config)
 
 

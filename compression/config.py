@@ -23,9 +23,12 @@ Norm = Literal["none", "batch", "group"]
 Activation = Literal["relu", "leaky_relu", "gelu", "silu"]
 GradientMode = Literal["identity", "straight-through", "proxy"]
 ScheduleName = Literal["constant", "cosine", "step"]
-CodecName = Literal["jpeg", "webp", "avif"]
+CodecName = Literal["jpeg", "jpegli", "webp", "avif"]
 Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
 ComLoss = Literal["mixture", "gain"]
+ComFamily = Literal["residual", "car"]  # keys of models.COMCNN_FAMILIES
+RecFamily = Literal["plain", "residual", "unet"]  # keys of models.RECCNN_FAMILIES
+Upsample = Literal["bicubic", "pixelshuffle"]
 
 
 class Strict(BaseModel):
@@ -43,12 +46,50 @@ class ConvStackConfig(Strict):
 
 
 class ComCNNConfig(ConvStackConfig):
-    pass
+    """The ComCNN (``models.COMCNN_FAMILIES``). Every family starts exactly at the bicubic downscale.
+
+    - ``residual`` (default, the paper's net): ``bicubic_down(x)`` + a conv stack's correction.
+    - ``car``: a content-adaptive resampler (after CAR, Sun & Chen 2020): the same conv stack predicts, per
+      compact pixel, a ``car_support·ratio`` square kernel applied to the full-resolution image on top of the
+      bicubic downscale. ``car_support`` applies to ``car`` only.
+    """
+
+    family: ComFamily = Field("residual", description="residual | car (see models.COMCNN_FAMILIES)")
+    car_support: Literal[1, 3, 5, 7] = Field(
+        3,
+        description="car only: side of the per-pixel resampling kernel in compact pixels (odd); it spans "
+        "car_support*ratio full-resolution pixels centred on the compact pixel",
+    )
 
 
 class RecCNNConfig(ConvStackConfig):
+    """The RecCNN (``models.RECCNN_FAMILIES``). Every family starts exactly at the bicubic upscale.
+
+    - ``plain`` (default, the paper's net): ``depth`` convs in a row, with ``norm`` and ``dropout``.
+    - ``residual``: EDSR-style: an input conv, ``(depth - 2) // 2`` residual blocks (conv-act-conv, no norm,
+      scaled by ``res_scale``, optionally with RCAN channel ``attention``), the output conv; ``depth`` counts
+      conv layers as for ``plain``, so one ``depth`` range costs alike in both.
+    - ``unet``: an encoder-decoder over ``levels`` stride-2 levels, channels doubling per level from
+      ``width``, two convs per stage, concatenated skips, transposed-conv ups; ignores ``depth``.
+
+    ``norm`` and ``dropout`` apply to ``plain`` only, ``res_scale`` to ``residual``, ``levels`` to ``unet``,
+    ``attention`` to ``residual`` and ``unet``; ``kernel`` and ``upsample`` to every family.
+    """
+
     depth: int = Field(20, ge=2, le=64)
     norm: Norm = "batch"
+    family: RecFamily = Field("plain", description="plain | residual | unet (see models.RECCNN_FAMILIES)")
+    kernel: Literal[3, 5] = Field(3, description="kernel size of the body's convs (the output conv is 3x3)")
+    res_scale: float = Field(0.1, gt=0.0, le=1.0, description="residual only: residual-branch scaling")
+    levels: int = Field(2, ge=1, le=3, description="unet only: stride-2 levels below full resolution")
+    attention: bool = Field(
+        False, description="residual / unet: squeeze-excite channel attention per block (pools globally)"
+    )
+    upsample: Upsample = Field(
+        "bicubic",
+        description="bicubic: the net corrects the bicubic upscale at full resolution; pixelshuffle: it runs "
+        "on the decoded compact image and a pixel-shuffle head adds its full-resolution residual",
+    )
 
 
 class ModelConfig(Strict):
@@ -75,6 +116,15 @@ class CodecConfig(Strict):
         low, high = self.quality_range
         if not 1 <= low <= high <= 100:
             raise ValueError(f"quality_range must satisfy 1 <= low <= high <= 100, got {self.quality_range}")
+        return self
+
+    @model_validator(mode="after")
+    def _subsampling_is_honoured(self) -> CodecConfig:
+        if self.name == "jpegli" and self.subsampling != "4:2:0":  # pyjpegli has no subsampling control
+            raise ValueError(
+                f"codec.subsampling = {self.subsampling!r}, but jpegli (pyjpegli) always writes 4:2:0: "
+                "set codec.subsampling = '4:2:0' or use codec.name = 'jpeg'"
+            )
         return self
 
 

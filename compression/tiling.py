@@ -4,22 +4,27 @@ Both nets are fully convolutional with a finite receptive field, and bicubic res
 an output pixel depends only on inputs within a fixed margin. The compact grid is cut into tile cores of a
 multiple of 16 compact pixels (JPEG macroblocks; a multiple of the ratio in the original); each core is
 computed from itself plus a margin on every side, clipped at the image border (where the whole-image pass sees
-the same border), and only the core is kept. Margins, in compact pixels:
+the same border), and only the core is kept. Margins, in compact pixels, come from the nets themselves
+(``tile_margin()``, by family: :mod:`models`); for the default families:
 
 - ComCNN: ``depth + 3``. Its body reaches at most ``depth`` compact pixels (one 3x3 conv per layer; the
   full-resolution conv and the strided one together reach at most 2 input pixels); the antialiased bicubic
-  downscale reaches 2 compact pixels (its kernel spans 2 output pixels each side); +1 to spare.
+  downscale reaches 2 compact pixels (its kernel spans 2 output pixels each side); +1 to spare. ``car`` adds
+  its resampling window's half-width.
 - RecCNN: ``ceil(depth / ratio) + 3``. The bicubic upscale's 4 taps reach 2 compact pixels and its ``depth``
-  3x3 convs ``depth`` full-resolution pixels; +1 to spare.
+  3x3 convs ``depth`` full-resolution pixels; +1 to spare. Other families put their own reach there (in
+  compact pixels when the body runs on the compact grid, ``pixelshuffle``); a strided body (``unet``) also
+  rounds the margin up to its alignment, ``2^levels``, so every tile starts on its stride grid (cores are
+  multiples of 16) and computes what the whole image computes.
 
 Tiled results equal the whole-image pass to float rounding (tested to 1e-5), not bit for bit: convolutions sum
-in another order on another tile shape. A net with a norm that pools over space (GroupNorm) is not local and
-runs whole (:func:`tilings`). Tiles run on the model's device; the results are gathered on the CPU.
+in another order on another tile shape. A net with a layer that pools over space (GroupNorm, channel
+attention) is not local and runs whole (:func:`tilings`). Tiles run on the model's device; the results are
+gathered on the CPU.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -30,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .models import ShrinkModel
+from .models import COMCNN_FAMILIES, RECCNN_FAMILIES, ChannelAttention, ShrinkModel
 
 DEFAULT_TILE = 512  # original pixels per tile core side (before margins)
 MACROBLOCK = 16  # tile cores are whole JPEG macroblocks of the compact image
-NON_LOCAL = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+NON_LOCAL = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, ChannelAttention)
 
 
 class Span(NamedTuple):
@@ -71,11 +76,11 @@ class Tiling:
 
 
 def comcnn_margin(config: ModelConfig) -> int:
-    return config.comcnn.depth + 3
+    return COMCNN_FAMILIES[config.comcnn.family].margin(config.comcnn, config.ratio)
 
 
 def reccnn_margin(config: ModelConfig) -> int:
-    return math.ceil(config.reccnn.depth / config.ratio) + 3
+    return RECCNN_FAMILIES[config.reccnn.family].margin(config.reccnn, config.ratio)
 
 
 def is_local(net: nn.Module) -> bool:
@@ -93,8 +98,8 @@ def core_size(tile: int, ratio: int) -> int | None:
 def tilings(model: ShrinkModel, tile: int = DEFAULT_TILE) -> tuple[Tiling, Tiling]:
     """(ComCNN tiling, RecCNN tiling) for ``tile`` original pixels per core side; 0 = untiled."""
     core = core_size(tile, model.ratio)
-    com = Tiling(core if is_local(model.comcnn) else None, comcnn_margin(model.config))
-    rec = Tiling(core if is_local(model.reccnn) else None, reccnn_margin(model.config))
+    com = Tiling(core if is_local(model.comcnn) else None, model.comcnn.tile_margin())
+    rec = Tiling(core if is_local(model.reccnn) else None, model.reccnn.tile_margin())
     return com, rec
 
 

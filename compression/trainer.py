@@ -33,6 +33,7 @@ from .channel import CodecChannel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .codecs import JpegCodec, build_codec
 from .config import DataConfig, OptimizerConfig, TrainConfig
+from .cost import config_cost, format_cost
 from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load_images
 from .evaluate import evaluate
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
@@ -380,7 +381,8 @@ class Trainer:
         stopped_by_budget = False
         self.log(
             f"training on {self.device} ({self.config.training.gradient_mode}, ratio {self.model.ratio}, "
-            f"{self.total_steps} steps, MS-SSIM loss on {self.loss_levels} scales)"
+            f"{self.total_steps} steps, MS-SSIM loss on {self.loss_levels} scales); "
+            + format_cost(config_cost(self.config.model))
         )
         try:
             while self.step < self.total_steps:

@@ -69,7 +69,13 @@ def trial_hover(point: TrialPoint) -> str:
     return (
         f"<b>trial {point.number}</b>{' (Pareto front)' if point.on_front else ''}<br>bpp {point.bpp:.4f}, "
         f"MS-SSIM {point.msssim:.4f} ({point.msssim_db:.2f} dB), PSNR {point.psnr:.2f} dB<br>"
-        f"gain over JPEG {point.gain_db:+.3f} dB<br>{format_params(point.params)}"
+        f"gain over JPEG {point.gain_db:+.3f} dB<br>"
+        + (
+            f"decoder {point.decoder_macs_per_pixel:,.0f} MACs/px<br>"
+            if point.decoder_macs_per_pixel is not None
+            else ""
+        )
+        + format_params(point.params)
     )
 
 

@@ -21,6 +21,7 @@ from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.pruning import hypervolume_2d
 from shrink.search.results import completed_points
+from shrink.search.study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR
 from shrink.search.trial_runner import EPOCHS_ATTR
 
 BD_METRICS = ("msssim_db", "psnr")
@@ -42,6 +43,7 @@ class TrialPoint:
     gain_db: float
     params: dict
     on_front: bool
+    decoder_macs_per_pixel: float | None = None  # the decoder's cost, when the trial recorded it
 
 
 def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
@@ -62,6 +64,9 @@ def _trial_point(trial: FrozenTrial, on_front: bool) -> TrialPoint:
         gain_db=float(point["dev_gain_db"]),
         params=dict(trial.params),
         on_front=on_front,
+        decoder_macs_per_pixel=(
+            float(trial.user_attrs[DECODER_MACS_ATTR]) if DECODER_MACS_ATTR in trial.user_attrs else None
+        ),
     )
 
 
@@ -270,8 +275,10 @@ class PruningSavings:
 
 
 def get_pruning_savings(study: optuna.Study, budget_epochs: int) -> PruningSavings:
+    """What the pruners saved; trials pruned before training for their decoder's cost
+    (``objective.max_decoder_macs_per_pixel``) are left out: no pruner judged them."""
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    ordered = sorted(finished, key=lambda t: t.number)
+    ordered = sorted((t for t in finished if DECODER_LIMIT_ATTR not in t.user_attrs), key=lambda t: t.number)
     return PruningSavings(
         budget_epochs=int(budget_epochs),
         epochs_run={t.number: len(full_epochs(t)) for t in ordered},

@@ -12,6 +12,11 @@ only when it is in the top ``ceil(n / reduction_factor)``.
   al. 2021): front index first, then NSGA-II crowding distance (larger first) inside the front the cut falls
   in, then the lower trial number. A trial on the first front is never pruned.
 
+A study that also minimises the decoder's cost (``objective.decoder_cost = "objective"``) is still pruned on
+(dev bpp, dev MS-SSIM) alone: the cost is fixed per trial (set by its sampled model, recorded before training,
+never changed by an epoch), so it says nothing about how a trial is learning; a trial over
+``max_decoder_macs_per_pixel`` is pruned by the trial runner before its first step, not here.
+
 Pure python + numpy: optuna is not imported here, so the pruners are testable without a storage.
 """
 

@@ -10,6 +10,8 @@ from optuna.trial import FrozenTrial, TrialState
 from shrink.compression.metrics import msssim_from_db
 from shrink.compression.rd import RDCurve, metric_at_rate
 
+from .study import DECODER_MACS_ATTR
+
 
 @dataclass
 class FrontRow:
@@ -19,6 +21,7 @@ class FrontRow:
     jpeg_msssim: float  # the dev JPEG curve's MS-SSIM at the same bpp (PCHIP on log-rate)
     gain_db: float  # MS-SSIM dB over JPEG at that bpp: the trial's stored dev_gain_db (rd.operating_gain)
     params: dict
+    decoder_macs_per_pixel: float | None = None  # the trial's decoder cost, when it recorded one
 
 
 def completed_points(study: optuna.Study) -> list[FrozenTrial]:
@@ -31,7 +34,8 @@ def completed_points(study: optuna.Study) -> list[FrozenTrial]:
 
 def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
     """The Pareto front's trials (best trial for one objective), by bpp, each beside JPEG at its bpp; the gain
-    is the one the trial stored (what its objective, pruner and report used), not recomputed here."""
+    is the one the trial stored (what its objective, pruner and report used), not recomputed here. In a study
+    that minimises the decoder's cost too, the front is Optuna's over all three objectives."""
     if not completed_points(study):
         return []
     rows = []
@@ -46,14 +50,30 @@ def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
                 jpeg_msssim=msssim_from_db(jpeg_db),
                 gain_db=float(point["dev_gain_db"]),
                 params=dict(trial.params),
+                decoder_macs_per_pixel=_optional_float(trial.user_attrs.get(DECODER_MACS_ATTR)),
             )
         )
     return sorted(rows, key=lambda row: row.bpp)
 
 
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def format_front(rows: list[FrontRow]) -> str:
-    lines = [f"{'trial':>5} {'bpp':>7} {'MS-SSIM':>8} {'JPEG @bpp':>9} {'gain dB':>8}"]
+    """A text table; a decoder MACs/px column when any row recorded its decoder's cost."""
+    macs = any(r.decoder_macs_per_pixel is not None for r in rows)
+    lines = [
+        f"{'trial':>5} {'bpp':>7} {'MS-SSIM':>8} {'JPEG @bpp':>9} {'gain dB':>8}"
+        + (" dec MACs/px" if macs else "")
+    ]
     lines += [
-        f"{r.trial:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}" for r in rows
+        f"{r.trial:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}"
+        + (f" {format_macs(r.decoder_macs_per_pixel):>11}" if macs else "")
+        for r in rows
     ]
     return "\n".join(lines)
+
+
+def format_macs(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"

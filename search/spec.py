@@ -29,6 +29,10 @@ from shrink.compression.config import (
 SWITCH_PREFIX = "switch."  # space entries that only gate others (``when``) and set no config field
 Choice = str | int | float | bool | None
 OPTUNA_PRUNERS = ("median", "successive-halving", "hyperband")
+OBJECTIVE_MODES = {  # objective.mode -> the study's directions and metric names (before the decoder cost)
+    "multi": (["minimize", "maximize"], ["dev_bpp", "dev_msssim"]),
+    "gain": (["maximize"], ["dev_gain_db"]),
+}
 
 
 class SpecError(ConfigError):
@@ -150,6 +154,31 @@ class ObjectiveSpec(Strict):
     mode: Literal["multi", "gain"] = Field(
         "multi", description="multi: minimise dev bpp, maximise dev MS-SSIM; gain: maximise dB over JPEG"
     )
+    decoder_cost: Literal["ignore", "constraint", "objective"] = Field(
+        "ignore",
+        description="the decoder's MACs per output pixel (shrink.compression.cost): 'ignore' records it "
+        "only; 'constraint' prunes trials over max_decoder_macs_per_pixel before training; 'objective' also "
+        "minimises it (one more study direction)",
+    )
+    max_decoder_macs_per_pixel: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="trials whose decoder costs more are pruned before training ('constraint', or "
+        "'objective' with a limit)",
+    )
+
+    @property
+    def directions_and_names(self) -> tuple[list[str], list[str]]:
+        """The study's directions and metric names: the mode's, then the decoder cost's when an objective."""
+        directions, names = OBJECTIVE_MODES[self.mode]
+        if self.decoder_cost == "objective":
+            return [*directions, "minimize"], [*names, "decoder_macs_per_pixel"]
+        return list(directions), list(names)
+
+    @property
+    def single(self) -> bool:
+        return len(self.directions_and_names[0]) == 1
 
 
 class PrunerSpec(Strict):
@@ -187,6 +216,26 @@ class StudySpec(Strict):
             raise ValueError(
                 f"pruner.name = {self.pruner.name!r} is one of Optuna's single-objective pruners; it needs "
                 "objective.mode = 'gain' (multi-objective studies use 'gain-halving' or 'pareto-halving')"
+            )
+        if self.pruner.name in OPTUNA_PRUNERS and not self.objective.single:
+            raise ValueError(
+                f"pruner.name = {self.pruner.name!r} is one of Optuna's single-objective pruners; "
+                "objective.decoder_cost = 'objective' makes the study multi-objective (use 'gain-halving' or "
+                "'pareto-halving')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _decoder_limit_fits_its_mode(self) -> StudySpec:
+        objective = self.objective
+        if objective.decoder_cost == "constraint" and objective.max_decoder_macs_per_pixel is None:
+            raise ValueError(
+                "objective.max_decoder_macs_per_pixel: needed when objective.decoder_cost = 'constraint'"
+            )
+        if objective.decoder_cost == "ignore" and objective.max_decoder_macs_per_pixel is not None:
+            raise ValueError(
+                "objective.max_decoder_macs_per_pixel: ignored unless objective.decoder_cost is 'constraint' "
+                "or 'objective'"
             )
         return self
 

@@ -17,17 +17,18 @@ from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
 from .budget import drop_duplicate_tickets, issue_tickets
-from .spec import ResolvedSpec, SpecError, spec_diff
+from .spec import OBJECTIVE_MODES, ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
 
 SPEC_ATTR = "shrink_spec"
 TICKETS_ATTR = "budget_tickets"
 DEV_JPEG_ATTR = "dev_jpeg"
 DEV_FINGERPRINT_ATTR = "dev_fingerprint"  # sha256 of the dev images' names and bytes
-OBJECTIVES = {
-    "multi": (["minimize", "maximize"], ["dev_bpp", "dev_msssim"]),
-    "gain": (["maximize"], ["dev_gain_db"]),
-}
+# trial user attributes, set once per trial before training (shrink.compression.cost.config_cost)
+DECODER_MACS_ATTR = "decoder_macs_per_pixel"
+DECODER_PARAMS_ATTR = "decoder_params"
+DECODER_LIMIT_ATTR = "decoder_over_limit"  # a trial pruned untrained: {decoder_macs_per_pixel, max}
+OBJECTIVES = OBJECTIVE_MODES  # objective.mode -> (directions, metric names); see objectives() for the study's
 
 
 class SpecMismatch(SpecError):
@@ -46,8 +47,14 @@ class StudyHandle:
     url: str
 
 
+def objectives(spec: ResolvedSpec) -> tuple[list[str], list[str]]:
+    """The study's directions and metric names: ``objective.mode``'s (2 for multi, 1 for gain), then
+    ``decoder_macs_per_pixel`` (minimised) when ``objective.decoder_cost = "objective"``."""
+    return spec.spec.objective.directions_and_names
+
+
 def directions(spec: ResolvedSpec) -> list[str]:
-    return OBJECTIVES[spec.spec.objective.mode][0]
+    return objectives(spec)[0]
 
 
 def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> StudyHandle:
@@ -55,7 +62,7 @@ def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> Study
     name = study_name or spec.spec.name
     dev_jpeg = dev_jpeg_curve(load_dev_images(spec.base_config.data))  # fails before storage is touched
     storage = open_storage(url)
-    directions_, metric_names = OBJECTIVES[spec.spec.objective.mode]
+    directions_, metric_names = objectives(spec)
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=directions_)
     except optuna.exceptions.DuplicatedStudyError:
@@ -128,8 +135,8 @@ def _adopt(study: optuna.Study, spec: ResolvedSpec) -> None:
     if list(study.directions) != wanted:
         have = [d.name.lower() for d in study.directions]
         raise SpecMismatch(
-            f"study directions {have} do not match objective.mode = {spec.spec.objective.mode!r} "
-            f"({directions(spec)})"
+            f"study directions {have} do not match objective.mode = {spec.spec.objective.mode!r}, "
+            f"decoder_cost = {spec.spec.objective.decoder_cost!r} ({directions(spec)})"
         )
     study.set_user_attr(SPEC_ATTR, spec.to_json())
 

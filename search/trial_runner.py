@@ -1,9 +1,11 @@
 """One Optuna trial = one full alternating training run, reporting per epoch and pruned when losing.
 
-Read top to bottom: sample the config, pick the run folder (keyed by the *original* trial, so a retried
-trial resumes its predecessor's checkpoint) and lock it, train with a per-epoch callback that records the
-epoch in the trial's user attributes and asks the pruner, then return the objective values of the best epoch
-(the one ``best.ckpt`` holds).
+Read top to bottom: sample the config, record the decoder's cost (MACs per output pixel and parameters:
+``shrink.compression.cost``) and prune the trial untrained if it is over the spec's limit, pick the run folder
+(keyed by the *original* trial, so a retried trial resumes its predecessor's checkpoint) and lock it, train
+with a per-epoch callback that records the epoch in the trial's user attributes and asks the pruner, then
+return the objective values of the best epoch (the one ``best.ckpt`` holds), and the decoder's MACs/px when
+the spec makes it an objective.
 
 One process trains in a run folder at a time: a retry whose original still runs (its heartbeat went falsely
 stale) waits for the folder's lock, and the original, finding at its next epoch that its trial was failed,
@@ -25,13 +27,14 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
+from shrink.compression.cost import ModelCost, config_cost
 from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted
 
 from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
 from .space import config_for, suggest
 from .spec import OPTUNA_PRUNERS
 from .storage import journal_path, read_trial
-from .study import StudyHandle
+from .study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, StudyHandle
 
 EPOCHS_ATTR = "epochs"
 OnComplete = Callable[[optuna.Trial, Trainer, EpochRecord], None]
@@ -160,7 +163,7 @@ class TrialRunner:
         if self.trainer is not None:
             self.trainer.request_stop()
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.last_trial_number = trial.number
         try:
             return self._run(trial)
@@ -175,16 +178,45 @@ class TrialRunner:
         finally:
             self.trainer = None
 
-    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         started = time.monotonic()
         config = config_for(self.spec, suggest(trial, self.spec))
+        cost = self._record_cost(trial, config)
         original = original_number(_frozen(trial))
         run_dir = self.run_root / self.handle.study.study_name / f"trial-{original:05d}"
         prefix = f"[trial {trial.number}] "
         with RunFolderLock(run_dir, lambda text: self.log(prefix + text), lambda: self.stop_requested):
-            return self._train(trial, config, original, run_dir, prefix, started)
+            return self._train(trial, config, cost, original, run_dir, prefix, started)
 
-    def _train(self, trial, config, original: int, run_dir: Path, prefix: str, started: float):
+    def _record_cost(self, trial: optuna.Trial, config) -> ModelCost:
+        """The decoder's MACs per output pixel and parameters, stored once per trial before training; a
+        trial over ``objective.max_decoder_macs_per_pixel`` is pruned here, before any folder or step."""
+        cost = config_cost(config.model)
+        trial.set_user_attr(DECODER_MACS_ATTR, cost.decoder_macs_per_pixel)
+        trial.set_user_attr(DECODER_PARAMS_ATTR, cost.decoder_params)
+        limit = self.spec.spec.objective.max_decoder_macs_per_pixel
+        if limit is None:
+            return cost
+        # Optuna 5's constraint (system attribute ``constraints:decoder_macs_per_pixel``, feasible <= 0): TPE,
+        # NSGA-II and GP rank infeasible trials below feasible ones and ``best_trials`` leaves them out; the
+        # random sampler ignores it. A retry may carry its predecessor's (the same value).
+        if DECODER_MACS_ATTR not in trial.constraints:
+            trial.set_constraint(DECODER_MACS_ATTR, cost.decoder_macs_per_pixel - limit)
+        if cost.decoder_macs_per_pixel > limit:
+            reason = (
+                f"decoder cost {cost.decoder_macs_per_pixel:,.0f} MACs/px > "
+                f"objective.max_decoder_macs_per_pixel = {limit:,.0f}: not trained"
+            )
+            trial.set_user_attr(
+                DECODER_LIMIT_ATTR, {"decoder_macs_per_pixel": cost.decoder_macs_per_pixel, "max": limit}
+            )
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
+        return cost
+
+    def _train(
+        self, trial, config, cost: ModelCost, original: int, run_dir: Path, prefix: str, started: float
+    ):
         dev_jpeg = self.handle.dev_jpeg if config.data == _with_qualities(self.spec, config) else None
         self.trainer = trainer = Trainer(
             config,
@@ -214,9 +246,11 @@ class TrialRunner:
                 self.on_complete(trial, trainer, best)
             except Exception as error:  # dashboard notes and artifacts are extras: the trial stands
                 self.log(f"{prefix}trial artifacts not stored ({type(error).__name__}: {error})")
-        if self.spec.spec.objective.mode == "gain":
-            return best.dev_gain_db
-        return best.dev_bpp, best.dev_msssim
+        objective = self.spec.spec.objective
+        values = (best.dev_gain_db,) if objective.mode == "gain" else (best.dev_bpp, best.dev_msssim)
+        if objective.decoder_cost == "objective":
+            values += (cost.decoder_macs_per_pixel,)  # fixed per trial: the pruners ignore it (pruning.py)
+        return values[0] if len(values) == 1 else values
 
     def _on_epoch(self, trial: optuna.Trial, original: int) -> Callable[[EpochRecord, Trainer], None]:
         def on_epoch(record: EpochRecord, trainer: Trainer) -> None:

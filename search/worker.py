@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from .budget import BudgetSpent, is_over_budget, refuse_new_trials, tickets_left
 from .storage import UNSURE_CLAIMS, Requeue, read_trial, retry_storage_calls
-from .study import StudyHandle
+from .study import DECODER_MACS_ATTR, StudyHandle
 from .trial_runner import OnComplete, TrialRunner
 
 
@@ -152,7 +152,8 @@ def describe(trial: optuna.trial.FrozenTrial) -> str:
         return (
             f"trial {trial.number} COMPLETE: dev bpp {point['dev_bpp']:.4f} "
             f"MS-SSIM {point['dev_msssim']:.4f} gain vs JPEG {point['dev_gain_db']:+.3f} dB "
-            f"({attrs.get('wall_s', 0):.0f}s)"
+            + (f"decoder {attrs[DECODER_MACS_ATTR]:,.0f} MACs/px " if DECODER_MACS_ATTR in attrs else "")
+            + f"({attrs.get('wall_s', 0):.0f}s)"
         )
     reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
     return f"trial {trial.number} {trial.state.name}: {reason}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.baselines import run_baselines
+from shrink.compression.baselines import BASELINE_CODECS, run_baselines
 from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.data import load_images
 from shrink.compression.rd import save_curves
@@ -18,7 +18,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", required=True, type=output_file, help="where to write the curves")
     parser.add_argument("--ratios", type=int, nargs="+", default=[2], choices=[2, 3, 4])
     parser.add_argument(
-        "--codecs", nargs="+", default=["jpeg", "webp", "avif"], choices=["jpeg", "webp", "avif"]
+        "--codecs",
+        nargs="+",
+        default=list(BASELINE_CODECS),
+        choices=BASELINE_CODECS,
+        help="plain-codec curves (default: all); jpegxl is libjxl, a reference only (no training codec)",
     )
     return parser
 

@@ -96,7 +96,7 @@ def build_parser() -> ArgumentParser:
         "--quality",
         type=quality_arg,
         metavar="Q",
-        help="JPEG quality 1..100 (default: the bundle's codec.quality, "
+        help="JPEG (or jpegli) quality 1..100 (default: the bundle's codec.quality, "
         "else the middle of its training quality_range)",
     )
     rate.add_argument(
@@ -130,8 +130,13 @@ def default_quality(config: TrainConfig) -> int:
     return (low + high) // 2
 
 
+# Codecs whose files are standard JPEGs, so they carry the SHRINK segment and decode with Pillow.
+JPEG_CODECS = ("jpeg", "jpegli")
+
+
 def jpeg_codec(config: TrainConfig) -> Codec:
-    if config.codec.name != "jpeg":
+    """The bundle's codec: JPEG (Pillow) or jpegli; a WebP/AVIF bundle is refused (it writes no JPEG)."""
+    if config.codec.name not in JPEG_CODECS:
         raise ValueError(f"the bundle's codec is {config.codec.name}; shrink compress writes JPEG files")
     return build_codec(config.codec)
 

@@ -7,6 +7,7 @@ import argparse
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
 from shrink.compression.bundle import bundle_sha256, is_bundle, load_model
 from shrink.compression.codecs import JpegCodec, build_codec
+from shrink.compression.cost import config_cost, format_cost
 from shrink.compression.data import load_images
 from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import save_curves
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
     save_curves(args.json, {curve.name: curve}, meta)
     print(format_rd_table(curve, jpeg))
+    print(format_cost(config_cost(config.model)) + " (learned layers; bicubic resampling not counted)")
     print(f"wrote {args.json}")
     return 0
 

@@ -28,10 +28,20 @@ def run(args: argparse.Namespace) -> int:
     handle = create(load_spec(args.spec, args.overrides), args.storage, args.study_name)
     print(
         f"created study {handle.study.study_name!r} in {redact(args.storage)} "
-        f"({handle.spec.spec.objective.mode} objective, {len(handle.spec.spec.space)} space entries, "
+        f"({_objective_text(handle.spec.spec.objective)}, {len(handle.spec.spec.space)} space entries, "
         f"{handle.spec.spec.budget.n_trials} trials)"
     )
     return 0
+
+
+def _objective_text(objective) -> str:
+    """e.g. ``multi objective + decoder MACs/px, at most 50,000 decoder MACs/px``."""
+    text = f"{objective.mode} objective"
+    if objective.decoder_cost == "objective":
+        text += " + decoder MACs/px"
+    if objective.max_decoder_macs_per_pixel is not None:
+        text += f", at most {objective.max_decoder_macs_per_pixel:,.0f} decoder MACs/px"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
