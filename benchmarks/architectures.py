@@ -71,13 +71,13 @@ def run_family(args: argparse.Namespace, overrides: list[str], out: Path) -> dic
 
 def print_table(summary: dict) -> None:
     print(
-        f"\n{'arm':<20}{'dev BD %':>9}{'test BD %':>10}{'dec MACs/px':>12}{'dec params':>11}"
+        f"\n{'arm':<24}{'dev BD %':>9}{'test BD %':>10}{'dec MACs/px':>12}{'dec params':>11}"
         f"{'steps':>7}{'steps/s':>8}{'best ep':>8}"
     )
     for name, row in summary.items():
         test = f"{row['test_bd_rate']:+.2f}" if "test_bd_rate" in row else "-"
         print(
-            f"{name:<20}{row['dev_bd_rate']:>+9.2f}{test:>10}{row['decoder_macs_per_pixel']:>12.0f}"
+            f"{name:<24}{row['dev_bd_rate']:>+9.2f}{test:>10}{row['decoder_macs_per_pixel']:>12.0f}"
             f"{row['decoder_params']:>11d}{row['steps']:>7d}{row['steps_per_s']:>8.2f}{row['best_epoch']:>8d}"
         )
 

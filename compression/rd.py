@@ -2,8 +2,10 @@
 
 Averaging convention (the field's usual one): a point's bpp, MS-SSIM and PSNR are means over images of the
 per-image values, and its MS-SSIM dB is computed from the mean MS-SSIM (not the mean of per-image dB), so a
-point's ``msssim_db`` is always ``msssim_db(msssim)``. :func:`mean_point` is that one definition; a trial's
-operating point (:func:`operating_point`) and its gain over JPEG (:func:`operating_gain`) are built on it.
+point's ``msssim_db`` is always ``msssim_db(msssim)``. :func:`mean_point` is that one definition, and a
+trial's operating point (:func:`operating_point`) is built on it. A trial's gain over JPEG
+(:func:`operating_gain`) is the mean of its points' vertical distances from the JPEG curve, each at the
+point's own rate: a discrete BD-quality, so what the gain rewards is what a BD-rate rewards.
 """
 
 from __future__ import annotations
@@ -126,9 +128,15 @@ def gain_at_rate(point: RDPoint, anchor: RDCurve) -> float:
 
 def operating_gain(curve: RDCurve, anchor: RDCurve) -> float:
     """The one definition of a model's gain over an anchor (the dev gain over JPEG that the guard, the
-    checkpoint choice, the pruners and a search judge): :func:`gain_at_rate` of its :func:`operating_point`,
-    i.e. the vertical distance of the plotted point from the anchor curve."""
-    return gain_at_rate(operating_point(curve), anchor)
+    checkpoint choice, the pruners and a search judge): the mean over its points of :func:`gain_at_rate`.
+
+    Each point is compared with the anchor at its own rate. The gain of the mean point instead (the anchor at
+    the mean bpp) would charge a variable-rate model for the anchor curve's concavity: on the cpu preset's
+    five dev qualities a model 23 % below JPEG in dev BD-rate scored -0.53 dB that way. For one point the two
+    are the same."""
+    if not curve.points:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    return float(np.mean([gain_at_rate(point, anchor) for point in curve.points]))
 
 
 def curve_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> RDCurve:
@@ -217,11 +225,8 @@ def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> flo
 
 
 def gain_over(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
-    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate).
-
-    Not a trial's gain: that is :func:`operating_gain` (the gain of the mean point), which equals this for a
-    curve of one point.
-    """
+    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate): for MS-SSIM dB,
+    a trial's gain (:func:`operating_gain`)."""
     if not curve.points:
         raise ValueError(f"curve {curve.name!r} has no points")
     gains = [getattr(p, metric) - metric_at_rate(anchor, p.bpp, metric) for p in curve.points]

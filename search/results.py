@@ -19,7 +19,7 @@ class FrontRow:
     bpp: float
     msssim: float
     jpeg_msssim: float  # the dev JPEG curve's MS-SSIM at the same bpp (PCHIP on log-rate)
-    gain_db: float  # MS-SSIM dB over JPEG at that bpp: the trial's stored dev_gain_db (rd.operating_gain)
+    gain_db: float  # the trial's stored dev_gain_db (rd.operating_gain: at one quality, dB over JPEG@bpp)
     params: dict
     decoder_macs_per_pixel: float | None = None  # the trial's decoder cost, when it recorded one
 
