@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from PIL import Image
 
@@ -342,7 +343,11 @@ def requeue_one_mid_run(process: subprocess.Popen, url: str, study_name: str, pl
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if running and sum(t.state == TrialState.COMPLETE for t in trials) >= planned // 2:
                 victim = running[-1]
-                if storage.set_trial_state_values(victim._trial_id, TrialState.FAIL):
+                try:
+                    failed = storage.set_trial_state_values(victim._trial_id, TrialState.FAIL)
+                except UpdateFinishedTrialError:  # it finished between the read and the write: pick again
+                    failed = False
+                if failed:
                     Requeue()(study, storage.get_trial(victim._trial_id))
                     return victim.number
             time.sleep(0.05)
