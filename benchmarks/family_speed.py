@@ -69,7 +69,7 @@ class Arm:
         start = time.perf_counter()
         for _ in range(count):
             self.optimizer.zero_grad(set_to_none=True)
-            x_hat = self.model.reconstruct(self.decoded, tuple(self.x.shape[-2:]))["x_hat"]
+            x_hat = self.model.reconstruct(self.decoded, tuple(self.x.shape[-2:]), quality=50)["x_hat"]
             F.mse_loss(x_hat, self.x).backward()
             self.optimizer.step()
         return (time.perf_counter() - start) / count

@@ -73,7 +73,8 @@ class RecCNNConfig(ConvStackConfig):
       ``width``, two convs per stage, concatenated skips, transposed-conv ups; ignores ``depth``.
 
     ``norm`` and ``dropout`` apply to ``plain`` only, ``res_scale`` to ``residual``, ``levels`` to ``unet``,
-    ``attention`` to ``residual`` and ``unet``; ``kernel`` and ``upsample`` to every family.
+    ``attention`` to ``residual`` and ``unet``; ``kernel``, ``upsample`` and ``quality_input`` to every
+    family.
     """
 
     depth: int = Field(20, ge=2, le=64)
@@ -84,6 +85,11 @@ class RecCNNConfig(ConvStackConfig):
     levels: int = Field(2, ge=1, le=3, description="unet only: stride-2 levels below full resolution")
     attention: bool = Field(
         False, description="residual / unet: squeeze-excite channel attention per block (pools globally)"
+    )
+    quality_input: bool = Field(
+        False,
+        description="condition on the codec quality: a constant q/100 - 0.5 plane joins the body's input "
+        "(the decoder reads q from the file), so one model adapts its filtering to the rate",
     )
     upsample: Upsample = Field(
         "bicubic",

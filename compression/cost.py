@@ -84,7 +84,7 @@ def model_cost(model: nn.Module, size: tuple[int, int] = REFERENCE_SIZE) -> Mode
                 compact = model.compress(x)["compact"]
             decoded = compact.clamp(0.0, 1.0)
             with FlopCounterMode(display=False) as decoder:
-                model.reconstruct(decoded, (height, width))
+                model.reconstruct(decoded, (height, width), quality=50)
     finally:
         model.train(was_training)
     pixels = height * width

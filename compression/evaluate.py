@@ -26,13 +26,16 @@ def compress_image(model: ShrinkModel, x: torch.Tensor, codec: Codec, quality: i
 
 
 @torch.no_grad()
-def decompress_image(model: ShrinkModel, data: bytes, codec: Codec, size: tuple[int, int]) -> torch.Tensor:
-    """File bytes -> 1x3xHxW reconstruction in [0, 1], rounded to 8 bits."""
+def decompress_image(
+    model: ShrinkModel, data: bytes, codec: Codec, size: tuple[int, int], quality: int | None = None
+) -> torch.Tensor:
+    """File bytes -> 1x3xHxW reconstruction in [0, 1], rounded to 8 bits (``quality``: the file's, for a
+    quality-conditioned RecCNN)."""
     device = next(model.parameters()).device
     decoded = from_uint8(codec.decode(data))[None].to(device)
     height, width = size
     padded = (height + (-height) % model.ratio, width + (-width) % model.ratio)
-    x_hat = model.reconstruct(decoded, padded)["x_hat"][..., :height, :width]
+    x_hat = model.reconstruct(decoded, padded, quality)["x_hat"][..., :height, :width]
     return quantize_8bit(x_hat.float())
 
 
@@ -41,7 +44,7 @@ def evaluate_image(model: ShrinkModel, image: NamedImage, codec: Codec, quality:
     device = next(model.parameters()).device
     x = (image.pixels.float() / 255.0)[None].to(device)
     data = compress_image(model, x, codec, quality)
-    x_hat = decompress_image(model, data, codec, image.size)
+    x_hat = decompress_image(model, data, codec, image.size, quality)
     return measure(image.name, quality, len(data), x_hat, x)
 
 

@@ -56,7 +56,7 @@ def compare_at_same_bytes(
     model.eval()
     x = (image.pixels.float() / 255.0)[None].to(device)
     data = compress_image(model, x, codec, quality)
-    x_hat = decompress_image(model, data, codec, image.size)
+    x_hat = decompress_image(model, data, codec, image.size, quality)
     original = image.pixels.permute(1, 2, 0).numpy()
     jpeg = JpegCodec()
     files = {q: jpeg.encode(original, q) for q in range(1, 101)}

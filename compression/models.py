@@ -12,7 +12,7 @@ of context a tile needs (``tile_margin``), which :mod:`tiling` uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,20 @@ def _he_init(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, ChannelAttention):
             layer.reset_parameters()
+
+
+Quality = int | Sequence[int] | torch.Tensor  # the codec quality of each image in a batch (or of all)
+
+
+def quality_plane(quality: Quality | None, like: torch.Tensor) -> torch.Tensor:
+    """Bx1xHxW planes holding ``quality / 100 - 0.5`` (one value per image, or one for all), on ``like``'s
+    grid, dtype and device: the RecCNN's conditioning input."""
+    if quality is None:
+        raise ValueError("model.reccnn.quality_input = true: the RecCNN needs each image's codec quality")
+    values = torch.as_tensor(quality, dtype=torch.float32).to(like.device, like.dtype).reshape(-1, 1, 1, 1)
+    if values.shape[0] not in (1, like.shape[0]):
+        raise ValueError(f"{values.shape[0]} qualities for a batch of {like.shape[0]}")
+    return (values / 100.0 - 0.5).expand(like.shape[0], 1, *like.shape[-2:])
 
 
 def _zero_conv(in_ch: int, out_ch: int = 3) -> nn.Conv2d:
@@ -236,6 +250,10 @@ class RecCNN(nn.Module):
     > 1): it runs on the decoded compact image, the head predicts ``3·ratio²`` channels there and a
     ``PixelShuffle(ratio)`` makes them the full-resolution residual, still added to ``up`` (the bicubic
     skip keeps the zero start); at ratio 1 both modes are the same net.
+
+    ``quality_input``: the body also gets a constant plane holding each image's codec quality (``q/100 -
+    0.5``, :func:`quality_plane`), so one model can filter a q5 file harder than a q90 one; the decoder
+    knows the quality (the shrink file's header stores it).
     """
 
     family = "plain"
@@ -245,21 +263,30 @@ class RecCNN(nn.Module):
         self.cfg, self.ratio = cfg, ratio
         self.shuffle = cfg.upsample == "pixelshuffle" and ratio > 1
         factor = ratio if self.shuffle else 1
-        self.body = self.build_body(cfg)
+        self.body = self.build_body(cfg, self.input_channels(cfg))
         _he_init(self.body)
         self.head = _zero_conv(cfg.width, 3 * factor**2)
         self.pixel_shuffle = nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
 
-    def build_body(self, cfg: RecCNNConfig) -> nn.Module:
+    @staticmethod
+    def input_channels(cfg: RecCNNConfig) -> int:
+        return 3 + int(cfg.quality_input)
+
+    def build_body(self, cfg: RecCNNConfig, in_ch: int) -> nn.Module:
         raise NotImplementedError
 
-    def forward(self, up: torch.Tensor, decoded: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, up: torch.Tensor, decoded: torch.Tensor | None = None, quality: Quality | None = None
+    ) -> dict[str, torch.Tensor]:
         source = up
         if self.shuffle:
             if decoded is None:
                 raise ValueError("upsample = 'pixelshuffle': the RecCNN needs the decoded compact image")
             source = decoded
-        residual = self.pixel_shuffle(self.head(self.body(source - 0.5)))
+        source = source - 0.5
+        if self.cfg.quality_input:
+            source = torch.cat([source, quality_plane(quality, source)], dim=1)
+        residual = self.pixel_shuffle(self.head(self.body(source)))
         if residual.shape[-2:] != up.shape[-2:]:
             raise ValueError(
                 f"pixel-shuffle residual {tuple(residual.shape[-2:])} != upscale {tuple(up.shape[-2:])}: "
@@ -295,8 +322,8 @@ class RecCNN(nn.Module):
 class PlainRecCNN(RecCNN):
     """The paper's stack: ``depth - 1`` convs (``kernel``, ``norm``, ``activation``, ``dropout``) + head."""
 
-    def build_body(self, cfg: RecCNNConfig) -> nn.Module:
-        layers = _conv_block(cfg, 3, kernel=cfg.kernel, norm=False)
+    def build_body(self, cfg: RecCNNConfig, in_ch: int) -> nn.Module:
+        layers = _conv_block(cfg, in_ch, kernel=cfg.kernel, norm=False)
         for _ in range(cfg.depth - 2):
             layers += _conv_block(cfg, cfg.width, kernel=cfg.kernel)
         return nn.Sequential(*layers)
@@ -330,8 +357,8 @@ class ResidualRecCNN(RecCNN):
     def blocks(cfg: RecCNNConfig) -> int:
         return (cfg.depth - 2) // 2
 
-    def build_body(self, cfg: RecCNNConfig) -> nn.Module:
-        layers: list[nn.Module] = [_conv(3, cfg.width, cfg.kernel), ACTIVATIONS[cfg.activation]()]
+    def build_body(self, cfg: RecCNNConfig, in_ch: int) -> nn.Module:
+        layers: list[nn.Module] = [_conv(in_ch, cfg.width, cfg.kernel), ACTIVATIONS[cfg.activation]()]
         layers += [
             ResidualBlock(cfg.width, cfg.kernel, cfg.activation, cfg.res_scale, cfg.attention)
             for _ in range(self.blocks(cfg))
@@ -344,7 +371,7 @@ class ResidualRecCNN(RecCNN):
 
 
 class UNetBody(nn.Module):
-    """3 -> ``width`` channels through ``levels`` stride-2 levels and back, at the input's resolution.
+    """``in_ch`` -> ``width`` channels through ``levels`` stride-2 levels and back, at the input's resolution.
 
     Stage ``l`` has ``width·2^l`` channels (capped at 512) and two convs: encoder stage 0 two ``kernel``
     convs; encoder stage ``l >= 1`` a 3x3 stride-2 conv then a ``kernel`` conv; decoder stage ``l`` a 2x2
@@ -353,7 +380,7 @@ class UNetBody(nn.Module):
     bottom/right to a multiple of ``2^levels`` and the output cropped back.
     """
 
-    def __init__(self, cfg: RecCNNConfig):
+    def __init__(self, cfg: RecCNNConfig, in_ch: int = 3):
         super().__init__()
         self.levels = cfg.levels
         widths = [min(512, cfg.width * 2**level) for level in range(cfg.levels + 1)]
@@ -365,7 +392,7 @@ class UNetBody(nn.Module):
                 layers.append(ChannelAttention(out_ch))
             return nn.Sequential(*layers)
 
-        self.enc = nn.ModuleList([stage(_conv(3, widths[0], k), 3, widths[0])])
+        self.enc = nn.ModuleList([stage(_conv(in_ch, widths[0], k), in_ch, widths[0])])
         self.enc.extend(
             stage(_conv(widths[level - 1], widths[level], 3, stride=2), widths[level - 1], widths[level])
             for level in range(1, cfg.levels + 1)
@@ -425,8 +452,8 @@ class UNetRecCNN(RecCNN):
     levels; with ``pixelshuffle`` those are compact pixels). ``depth``, ``norm``, ``dropout`` and
     ``res_scale`` are unused."""
 
-    def build_body(self, cfg: RecCNNConfig) -> nn.Module:
-        return UNetBody(cfg)
+    def build_body(self, cfg: RecCNNConfig, in_ch: int) -> nn.Module:
+        return UNetBody(cfg, in_ch)
 
     @classmethod
     def body_reach(cls, cfg: RecCNNConfig) -> int:
@@ -454,15 +481,26 @@ class ShrinkModel(nn.Module):
     def compress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.comcnn(x)
 
-    def reconstruct(self, decoded: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def reconstruct(
+        self, decoded: torch.Tensor, size: tuple[int, int], quality: Quality | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The decoder: bicubic upscale to ``size`` + the RecCNN's residual. ``quality`` (one per image, or
+        one for the batch) is the codec quality the compact image was stored at; only a RecCNN with
+        ``quality_input`` reads it, and it then must be given."""
         up = bicubic_up(decoded, size)
-        return {"up": up, **self.reccnn(up, decoded)}
+        return {"up": up, **self.reccnn(up, decoded, quality)}
 
-    def forward(self, x: torch.Tensor, channel: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    def forward(
+        self,
+        x: torch.Tensor,
+        channel: Callable[[torch.Tensor], torch.Tensor],
+        quality: Quality | None = None,
+    ) -> dict:
         """End to end: ``channel`` maps the compact image to what the decoder sees (codec in the loop)."""
         compressed = self.compress(x)
         decoded = channel(compressed["compact"])
-        return {**compressed, "decoded": decoded, **self.reconstruct(decoded, tuple(x.shape[-2:]))}
+        size = tuple(x.shape[-2:])
+        return {**compressed, "decoded": decoded, **self.reconstruct(decoded, size, quality)}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"comcnn": list(self.comcnn.parameters()), "reccnn": list(self.reccnn.parameters())}

@@ -139,11 +139,16 @@ def compact_image(model: ShrinkModel, pixels: torch.Tensor, tiling: Tiling) -> t
 
 @torch.no_grad()
 def reconstruction_tiles(
-    model: ShrinkModel, decoded: torch.Tensor, size: tuple[int, int], tiling: Tiling
+    model: ShrinkModel,
+    decoded: torch.Tensor,
+    size: tuple[int, int],
+    tiling: Tiling,
+    quality: int | None = None,
 ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
     """(rows, cols, x_hat tile) covering the HxW reconstruction of a decoded 1x3xhxw compact image.
 
-    The tiles together equal ``model.reconstruct(decoded, padded)["x_hat"][..., :H, :W]`` before rounding.
+    The tiles together equal ``model.reconstruct(decoded, padded, quality)["x_hat"][..., :H, :W]`` before
+    rounding.
     """
     ratio, device = model.ratio, _device(model)
     height, width = size
@@ -151,7 +156,7 @@ def reconstruction_tiles(
         for col in tiling.spans(decoded.shape[-1]):
             tile = decoded[..., row.in0 : row.in1, col.in0 : col.in1].to(device)
             up_size = ((row.in1 - row.in0) * ratio, (col.in1 - col.in0) * ratio)
-            x_hat = model.reconstruct(tile, up_size)["x_hat"]
+            x_hat = model.reconstruct(tile, up_size, quality)["x_hat"]
             rows = slice(row.core0 * ratio, min(row.core1 * ratio, height))
             cols = slice(col.core0 * ratio, min(col.core1 * ratio, width))
             local_rows = slice(rows.start - row.in0 * ratio, rows.stop - row.in0 * ratio)
@@ -160,22 +165,30 @@ def reconstruction_tiles(
 
 
 def reconstruct_image(
-    model: ShrinkModel, decoded: torch.Tensor, size: tuple[int, int], tiling: Tiling
+    model: ShrinkModel,
+    decoded: torch.Tensor,
+    size: tuple[int, int],
+    tiling: Tiling,
+    quality: int | None = None,
 ) -> torch.Tensor:
     """The 1x3xHxW float reconstruction before 8-bit rounding (for tests and analysis)."""
     out = torch.empty(1, 3, *size)
-    for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling):
+    for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling, quality):
         out[..., rows, cols] = tile
     return out
 
 
 def reconstruct_uint8(
-    model: ShrinkModel, decoded: torch.Tensor, size: tuple[int, int], tiling: Tiling
+    model: ShrinkModel,
+    decoded: torch.Tensor,
+    size: tuple[int, int],
+    tiling: Tiling,
+    quality: int | None = None,
 ) -> np.ndarray:
     """The HxWx3 uint8 reconstruction, rounded as :func:`resample.quantize_8bit` rounds; only 8-bit pixels
     of the whole image are ever held."""
     out = np.empty((*size, 3), dtype=np.uint8)
-    for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling):
+    for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling, quality):
         values = torch.round(tile[0].clamp(0.0, 1.0) * 255.0).to(torch.uint8)
         out[rows, cols] = values.permute(1, 2, 0).numpy()
     return out

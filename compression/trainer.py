@@ -244,7 +244,7 @@ class Trainer:
         decoded = decoded.contiguous(memory_format=self.memory_format)
         self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
         with self._autocast():
-            out = self.model.reconstruct(decoded, tuple(x.shape[-2:]))
+            out = self.model.reconstruct(decoded, tuple(x.shape[-2:]), qualities)
             loss = reconstruction_loss(
                 out["x_hat"].float(), x, self.config.loss.alpha_rec, self.config.loss.mse_scale
             )
@@ -268,7 +268,7 @@ class Trainer:
                 compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0
             )
             x_hat = self.model.reconstruct(
-                decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:])
+                decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:]), qualities
             )["x_hat"].float()
             if gain_loss:  # headers excluded: on small crops they would hide how the scan's size moves
                 loss = gain_units_loss(x_hat, x, rate_proxy["scan_bits"], cfg.gain_slope_db)

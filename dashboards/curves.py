@@ -25,7 +25,8 @@ from shrink.search.study import DEV_JPEG_ATTR
 from .cache import CurveCache, cache_key, images_fingerprint
 
 DOWNSCALE_RATIO = 2
-DEV_BASELINES = (f"down{DOWNSCALE_RATIO}-jpeg", "webp", "avif")  # JPEG itself comes from the study
+# JPEG itself comes from the study; jpegli and JPEG XL are the reference curves of `shrink baselines`
+DEV_BASELINES = (f"down{DOWNSCALE_RATIO}-jpeg", "webp", "avif", "jpegli", "jpegxl")
 ALL_BASELINES = ("jpeg", *DEV_BASELINES)
 
 
@@ -38,7 +39,8 @@ def grid_for(name: str, qualities: Sequence[int] | None) -> list[int]:
 
 
 def measure_baseline(name: str, images: Sequence[NamedImage], grid: Sequence[int]) -> RDCurve:
-    """One baseline curve by name: ``jpeg`` / ``webp`` / ``avif`` or ``down{r}-{codec}``."""
+    """One baseline curve by name: ``jpeg`` / ``webp`` / ``avif`` / ``jpegli`` / ``jpegxl`` or
+    ``down{r}-{codec}``."""
     if name.startswith("down"):
         ratio, codec = name[4:].split("-", 1)
         return downscale_curve(images, int(ratio), codec, grid, name=name)

@@ -11,7 +11,13 @@ from shrink.compression.rd import RDCurve
 from .study_info import HypervolumeInfo, ImportanceInfo, LearningCurve, PruningSavings, TrialPoint
 
 METRIC_LABELS = {"msssim": "MS-SSIM", "msssim_db": "MS-SSIM (dB)", "psnr": "PSNR (dB)"}
-CURVE_COLORS = {"jpeg": "#1f77b4", "webp": "#9467bd", "avif": "#8c564b"}
+CURVE_COLORS = {
+    "jpeg": "#1f77b4",
+    "webp": "#9467bd",
+    "avif": "#8c564b",
+    "jpegli": "#17becf",
+    "jpegxl": "#bcbd22",
+}
 DOWNSCALE_COLOR = "#2ca02c"
 EXTRA_COLORS = ("#ff7f0e", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 TRIAL_COLOR = "#8a8a8a"

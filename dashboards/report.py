@@ -3,7 +3,8 @@
 :func:`gather_report` reads the study (and measures baselines / bundles, cached) into a :class:`ReportData` of
 plain dataclasses; :func:`render_report` turns it into HTML with Plotly; :func:`write_report` does both and
 writes the page atomically. Sections (each an ``<h2>`` with the id in :data:`SECTIONS`): RD plots, BD-rates,
-bundles on another image set, hypervolume, parameter importances, learning curves, pruning savings, gallery.
+bundles on another image set, refined trials on the test set, hypervolume, parameter importances, learning
+curves, pruning savings, gallery.
 
 Baseline and bundle curves are cached in a JSON file (default: ``REPORT.cache.json`` beside the report; see
 :mod:`.cache`), never in the study: a report only reads the storage.
@@ -32,6 +33,7 @@ from . import html, plots
 from .cache import CurveCache
 from .curves import ALL_BASELINES, baseline_curves, bundle_curves, dev_baselines, find_bundles
 from .gallery import GalleryInfo, get_gallery_info
+from .refined import RefinedInfo, get_refined_info, render_refined
 from .study_info import (
     BDRateRow,
     HypervolumeInfo,
@@ -52,6 +54,7 @@ SECTIONS = {
     "rd": "Rate–distortion on the dev images",
     "bd-rate": "BD-rates on the dev images",
     "data-set": "Exported bundles on another image set",
+    "refined": "Refined trials on the test set",
     "hypervolume": "Hypervolume over trials",
     "importance": "Parameter importances",
     "learning-curves": "Learning curves",
@@ -98,6 +101,7 @@ class ReportData:
     dev_bundles: dict[str, RDCurve]
     bd_rows: list[BDRateRow]
     data_set: DataSetInfo | None
+    refined: RefinedInfo
     hypervolume: HypervolumeInfo
     importance: ImportanceInfo
     learning: list[LearningCurve]
@@ -161,6 +165,7 @@ def gather_report(
     tests = {"Pareto front": front_curve(points), **dev_bundle_curves}
     log("report: other image set" if options.data else "report: trials")
     data_set = _data_set(options, cache, bundles)
+    refined = get_refined_info(study, spec, cache, options.qualities)
     learning = get_learning_curves_info(study)
     budget = _budget_epochs(spec, learning)
     log("report: gallery")
@@ -178,6 +183,7 @@ def gather_report(
         dev_bundles=dev_bundle_curves,
         bd_rows=get_bd_rate_table(tests, baselines),
         data_set=data_set,
+        refined=refined,
         hypervolume=get_hypervolume_info(points),
         importance=get_importance_info(study),
         learning=learning,
@@ -299,6 +305,7 @@ RENDERERS = {
     "rd": _rd_section,
     "bd-rate": _bd_section,
     "data-set": _data_section,
+    "refined": lambda data: render_refined(data.refined),
     "hypervolume": _hypervolume_section,
     "importance": _importance_section,
     "learning-curves": _learning_section,

@@ -12,20 +12,27 @@ trial too: it carries on its predecessor's ticket, and is added with a template,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 TICKET_ATTR = "shrink_ticket"  # system attribute: the ticket's index (0..n_trials-1), inherited by retries
 OVER_BUDGET = "over_budget"
+Ticket = tuple[dict[str, Any], dict[str, Any]]  # (fixed params, user attributes) of a ticket
 
 
 class BudgetSpent(RuntimeError):
     """No ticket is left: the study has every trial its budget allows."""
 
 
-def issue_tickets(study: optuna.Study, n_trials: int) -> int:
-    """Enqueue the tickets a study lacks (trials already started count as tickets); returns how many."""
+def issue_tickets(study: optuna.Study, n_trials: int, fixed: Sequence[Ticket] = ()) -> int:
+    """Enqueue the tickets a study lacks (trials already started count as tickets); returns how many.
+
+    ``fixed[i]``, when given, is ticket ``i``'s (params, user attributes): its trial samples exactly those
+    params (Optuna's ``enqueue_trial`` mechanism, the ``fixed_params`` system attribute)."""
     trials = study.get_trials(deepcopy=False)
     started = [t for t in trials if t.state != TrialState.WAITING and TICKET_ATTR not in t.system_attrs]
     for trial in started:  # made by `optuna ask` before a spec was attached: they hold a ticket each
@@ -33,8 +40,15 @@ def issue_tickets(study: optuna.Study, n_trials: int) -> int:
     have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and "failed_trial" not in t.system_attrs)
     held = have + len(started)
     for index in range(held, n_trials):
-        ticket = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET_ATTR: index})
-        study.add_trial(ticket)
+        system_attrs: dict = {TICKET_ATTR: index}
+        user_attrs: dict = {}
+        if index < len(fixed):
+            system_attrs["fixed_params"], user_attrs = fixed[index]
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING, system_attrs=system_attrs, user_attrs=user_attrs
+            )
+        )
     return max(0, n_trials - held)
 
 

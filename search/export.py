@@ -1,13 +1,23 @@
-"""Export chosen trials as bundles (config, safetensors weights, dev metrics, sha256 manifest)."""
+"""Export chosen trials as bundles (config, safetensors weights, dev metrics, sha256 manifest), or as one
+codec family of bundles with their test curves (:mod:`shrink.compression.family`)."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.compression.bundle import bundle_from_checkpoint
+from shrink.compression.bundle import bundle_from_checkpoint, load_model
+from shrink.compression.codecs import build_codec
+from shrink.compression.data import NamedImage, load_images
+from shrink.compression.evaluate import evaluate
+from shrink.compression.family import Family, load_family, save_family
+from shrink.compression.rd import RDCurve
+
+from .study import TEST_CURVE_ATTR
 
 
 class ExportError(ValueError):
@@ -47,3 +57,36 @@ def export_trial(
     }
     target = Path(out_dir) / f"trial-{trial.number:05d}"
     return bundle_from_checkpoint(checkpoint, target, metrics, overwrite=overwrite)
+
+
+def member_test_curve(trial: FrozenTrial, bundle: Path, images: Sequence[NamedImage], qualities) -> RDCurve:
+    """The trial's test curve: the one stored in the study (:data:`TEST_CURVE_ATTR`), else measured now on
+    ``images`` (full images, real files, as ``shrink eval``)."""
+    stored = trial.user_attrs.get(TEST_CURVE_ATTR)
+    if stored is not None:
+        return RDCurve.from_dict(stored)
+    if not images:
+        raise ExportError(f"trial {trial.number} has no stored test curve: give --test FOLDER to measure one")
+    model, config = load_model(bundle)
+    return evaluate(model, images, qualities, build_codec(config.codec), name=bundle.name)
+
+
+def export_family(
+    study: optuna.Study,
+    trials: Sequence[FrozenTrial],
+    out_dir: str | Path,
+    test: str | None,
+    qualities: Sequence[int],
+    overwrite: bool = False,
+) -> Family:
+    """Export ``trials`` as one codec family at ``out_dir``, each member with its test curve."""
+    out_dir = Path(out_dir)
+    images = load_images(test) if test else []
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
+        members = []
+        for trial in trials:
+            bundle = export_trial(study, trial, tmp)
+            members.append((bundle.name, bundle, member_test_curve(trial, bundle, images, qualities)))
+        save_family(out_dir, members, test=str(test or "stored"), overwrite=overwrite)
+    return load_family(out_dir)

@@ -12,12 +12,14 @@ import copy
 import difflib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shrink.compression.config import (
+    SAMPLES_PREFIX,
     ConfigError,
     TrainConfig,
     apply_overrides,
@@ -141,13 +143,48 @@ class DataSpec(Strict):
     dev_max_images: int | None = Field(None, ge=1)
 
 
-class BudgetSpec(Strict):
-    n_trials: int = Field(12, ge=1, description="the study is done when this many trials finished")
+class FidelitySpec(Strict):
+    """How long and on what a trial trains; unset fields keep the base config's."""
+
     epochs: int | None = Field(None, ge=1, description="epochs per trial (default: the base config's)")
     steps_per_epoch: int | None = Field(None, ge=1)
     crop: int | None = Field(None, ge=16)
     batch_size: int | None = Field(None, ge=1)
     trial_time_s: float | None = Field(None, gt=0, description="per-trial time budget")
+
+    def training_fields(self) -> dict[str, Any]:
+        """The TrainingConfig fields this fidelity sets (``trial_time_s`` is ``time_budget_s``)."""
+        fields = self.model_dump(exclude_none=True, exclude={"n_trials"})
+        if "trial_time_s" in fields:
+            fields["time_budget_s"] = fields.pop("trial_time_s")
+        return fields
+
+
+class BudgetSpec(FidelitySpec):
+    """[budget]: the search's trials (low fidelity) and how many."""
+
+    n_trials: int = Field(12, ge=1, description="the study is done when this many trials finished")
+
+
+class RefineSpec(FidelitySpec):
+    """[refine]: the full fidelity ``shrink refine`` retrains chosen trials at; unset fields keep
+    [budget]'s."""
+
+
+class HoldoutSpec(Strict):
+    """[test]: a held-out image folder, never used for selection; each refined trial is evaluated on it once
+    (full images, real files) and its curve stored with the trial."""
+
+    data: str | None = Field(None, description="test image folder (relative to the spec file)")
+    qualities: list[int] = Field(
+        default_factory=lambda: list(range(5, 100, 5)), description="codec qualities of the test curve"
+    )
+
+    @model_validator(mode="after")
+    def _qualities_valid(self) -> HoldoutSpec:
+        if not self.qualities or any(not 1 <= q <= 100 for q in self.qualities):
+            raise ValueError(f"test.qualities must be a non-empty list in 1..100, got {self.qualities}")
+        return self
 
 
 class ObjectiveSpec(Strict):
@@ -205,6 +242,8 @@ class StudySpec(Strict):
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig values over the preset")
     data: DataSpec = DataSpec()
     budget: BudgetSpec = BudgetSpec()
+    refine: RefineSpec = RefineSpec()
+    test: HoldoutSpec = HoldoutSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
     pruner: PrunerSpec = PrunerSpec()
     sampler: SamplerSpec = SamplerSpec()
@@ -262,13 +301,7 @@ class StudySpec(Strict):
                 raise SpecError(f"base.{table}: must be a table, got {data[table]!r}")
         for key, value in self.data.model_dump(exclude_none=True).items():
             data.setdefault("data", {})[key] = value
-        budget = self.budget.model_dump(exclude_none=True)
-        training = data.setdefault("training", {})
-        for key in ("epochs", "steps_per_epoch", "crop", "batch_size"):
-            if key in budget:
-                training[key] = budget[key]
-        if "trial_time_s" in budget:
-            training["time_budget_s"] = budget["trial_time_s"]
+        data.setdefault("training", {}).update(self.budget.training_fields())
         data["seed"] = self.seed
         return data
 
@@ -416,6 +449,10 @@ def resolve_spec_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     resolve_paths(data, base)  # [data] names its folders as TrainConfig's data table does
     if isinstance(data.get("base"), dict):
         resolve_paths(data["base"], base)
+    test = data.get("test")
+    folder = test.get("data") if isinstance(test, dict) else None
+    if isinstance(folder, str) and folder and not folder.startswith(SAMPLES_PREFIX):
+        test["data"] = os.path.normpath(base.absolute() / Path(folder).expanduser())
     return data
 
 

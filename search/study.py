@@ -8,7 +8,9 @@ differing fields); a study made by ``optuna create-study`` gets the given spec s
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -16,7 +18,7 @@ from optuna.trial import TrialState
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
-from .budget import drop_duplicate_tickets, issue_tickets
+from .budget import Ticket, drop_duplicate_tickets, issue_tickets
 from .spec import OBJECTIVE_MODES, ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
 
@@ -27,6 +29,10 @@ DEV_FINGERPRINT_ATTR = "dev_fingerprint"  # sha256 of the dev images' names and 
 # trial user attributes, set once per trial before training (shrink.compression.cost.config_cost)
 DECODER_MACS_ATTR = "decoder_macs_per_pixel"
 DECODER_PARAMS_ATTR = "decoder_params"
+TEST_CURVE_ATTR = "test_curve"  # a refined trial's RD curve on [test].data (RDCurve dict), measured once
+PARENT_STUDY_ATTR = "parent_study"  # a refined trial's (and a refine study's) parent study name
+PARENT_TRIAL_ATTR = "parent_trial"  # a refined trial's parent trial number
+PARENT_VALUES_ATTR = "parent_values"  # the parent trial's values and dev gain at search fidelity
 DECODER_LIMIT_ATTR = "decoder_over_limit"  # a trial pruned untrained: {decoder_macs_per_pixel, max}
 OBJECTIVES = OBJECTIVE_MODES  # objective.mode -> (directions, metric names); see objectives() for the study's
 
@@ -57,8 +63,17 @@ def directions(spec: ResolvedSpec) -> list[str]:
     return objectives(spec)[0]
 
 
-def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> StudyHandle:
-    """A new study holding the spec and its dev JPEG curve; refuses an existing name."""
+def create(
+    spec: ResolvedSpec,
+    url: str,
+    study_name: str | None = None,
+    fixed_tickets: Sequence[Ticket] = (),
+    user_attrs: Mapping[str, Any] | None = None,
+) -> StudyHandle:
+    """A new study holding the spec and its dev JPEG curve; refuses an existing name.
+
+    ``fixed_tickets``: the first tickets' (params, user attributes), for studies that retrain given
+    configs (``shrink refine``); ``user_attrs``: more study attributes, written before any ticket."""
     name = study_name or spec.spec.name
     dev_jpeg = dev_jpeg_curve(load_dev_images(spec.base_config.data))  # fails before storage is touched
     storage = open_storage(url)
@@ -71,10 +86,12 @@ def create(spec: ResolvedSpec, url: str, study_name: str | None = None) -> Study
         ) from None
     try:
         study.set_metric_names(metric_names)
+        for key, value in (user_attrs or {}).items():
+            study.set_user_attr(key, value)
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
         check_dev_fingerprint(study, spec)
-        _ensure_tickets(study, spec)
+        _ensure_tickets(study, spec, fixed_tickets)
     except BaseException:  # nothing half-written: a study without all its tickets would train fewer trials
         optuna.delete_study(study_name=name, storage=storage)
         raise
@@ -141,11 +158,11 @@ def _adopt(study: optuna.Study, spec: ResolvedSpec) -> None:
     study.set_user_attr(SPEC_ATTR, spec.to_json())
 
 
-def _ensure_tickets(study: optuna.Study, spec: ResolvedSpec) -> None:
+def _ensure_tickets(study: optuna.Study, spec: ResolvedSpec, fixed: Sequence[Ticket] = ()) -> None:
     """The budget's claim tickets (search/budget.py), issued once per study: at create, or at the first
     attach of a study made by ``optuna create-study`` or before tickets existed."""
     if study.user_attrs.get(TICKETS_ATTR) is None:
-        issue_tickets(study, spec.spec.budget.n_trials)
+        issue_tickets(study, spec.spec.budget.n_trials, fixed)
         study.set_user_attr(TICKETS_ATTR, spec.spec.budget.n_trials)
         drop_duplicate_tickets(study)
 

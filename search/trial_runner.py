@@ -31,10 +31,18 @@ from shrink.compression.cost import ModelCost, config_cost
 from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted
 
 from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
+from .refine import measure_test_curve
 from .space import config_for, suggest
 from .spec import OPTUNA_PRUNERS
 from .storage import journal_path, read_trial
-from .study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, StudyHandle
+from .study import (
+    DECODER_LIMIT_ATTR,
+    DECODER_MACS_ATTR,
+    DECODER_PARAMS_ATTR,
+    PARENT_TRIAL_ATTR,
+    TEST_CURVE_ATTR,
+    StudyHandle,
+)
 
 EPOCHS_ATTR = "epochs"
 OnComplete = Callable[[optuna.Trial, Trainer, EpochRecord], None]
@@ -241,6 +249,8 @@ class TrialRunner:
         trial.set_user_attr("worker_wall_s", round(time.monotonic() - started, 1))
         trial.set_user_attr("rd_point", epoch_summary(best))
         trial.set_user_attr("dev_points", best.dev_points)
+        if PARENT_TRIAL_ATTR in trial.user_attrs and TEST_CURVE_ATTR not in trial.user_attrs:
+            self._test(trial, run_dir / "best.ckpt", prefix)
         if self.on_complete is not None:
             try:
                 self.on_complete(trial, trainer, best)
@@ -251,6 +261,19 @@ class TrialRunner:
         if objective.decoder_cost == "objective":
             values += (cost.decoder_macs_per_pixel,)  # fixed per trial: the pruners ignore it (pruning.py)
         return values[0] if len(values) == 1 else values
+
+    def _test(self, trial: optuna.Trial, checkpoint: Path, prefix: str) -> None:
+        """A refined trial's one evaluation on the held-out test set ([test]), stored with the trial. A
+        failure is logged, not fatal: the trained trial stands, and ``shrink export --family --test`` can
+        measure the curve later."""
+        try:
+            curve = measure_test_curve(self.spec, str(checkpoint), f"trial-{trial.number:05d}")
+        except Exception as error:
+            self.log(f"{prefix}test curve not measured ({type(error).__name__}: {error})")
+            return
+        if curve is not None:
+            trial.set_user_attr(TEST_CURVE_ATTR, curve.to_dict())
+            self.log(f"{prefix}test curve on {self.spec.spec.test.data}: {len(curve.points)} qualities")
 
     def _on_epoch(self, trial: optuna.Trial, original: int) -> Callable[[EpochRecord, Trainer], None]:
         def on_epoch(record: EpochRecord, trainer: Trainer) -> None:

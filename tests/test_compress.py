@@ -99,9 +99,17 @@ def strip_segment(data: bytes) -> bytes:
 # ---------------------------------------------------------------- round trip
 
 
-@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "perturbed"])
-def test_round_trip_reproduces_evaluate_image(make_bundle, photo: Path, tmp_path: Path, capsys, trained):
-    bundle = make_bundle("b", trained=trained)
+@pytest.mark.parametrize(
+    ("trained", "overrides"),
+    [(False, ()), (True, ()), (True, ("model.reccnn.quality_input=true",))],
+    ids=["untrained", "perturbed", "quality-conditioned"],
+)
+def test_round_trip_reproduces_evaluate_image(
+    make_bundle, photo: Path, tmp_path: Path, capsys, trained, overrides
+):
+    """The decompressed PNG is evaluate_image's reconstruction; a quality-conditioned RecCNN reads the
+    quality from the file's header (37), as evaluation passes it."""
+    bundle = make_bundle("b", *overrides, trained=trained)
     jpg, png = tmp_path / "photo.jpg", tmp_path / "photo.out.png"
     assert compress(photo, bundle, jpg, "--quality", 37) == 0
     assert decompress(jpg, bundle, png, "--reference", photo) == 0
@@ -120,7 +128,7 @@ def test_round_trip_reproduces_evaluate_image(make_bundle, photo: Path, tmp_path
 
     decoded = np.asarray(Image.open(png))
     x_hat = torch.from_numpy(decoded.copy()).permute(2, 0, 1).contiguous()[None].float() / 255.0
-    expected = decompress_image(model, data, build_codec(config.codec), (HEIGHT, WIDTH))
+    expected = decompress_image(model, data, build_codec(config.codec), (HEIGHT, WIDTH), 37)
     assert torch.equal(x_hat, expected)
     ours = measure("photo", 37, len(data), x_hat, x)
     assert ours["msssim"] == row["msssim"] and ours["psnr"] == row["psnr"]

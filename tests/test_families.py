@@ -65,7 +65,15 @@ REC_CASES = {
     "unet": {"family": "unet", "levels": 2},
     "unet-k5-attention": {"family": "unet", "levels": 1, "kernel": 5, "attention": True},
     "unet3-shuffle": {"family": "unet", "levels": 3, "upsample": "pixelshuffle"},
+    "residual-quality-shuffle": {
+        "family": "residual",
+        "depth": 4,
+        "quality_input": True,
+        "upsample": "pixelshuffle",
+    },
+    "unet-quality": {"family": "unet", "levels": 1, "quality_input": True},
 }
+QUALITY = 40  # passed to every reconstruct: read by the quality-conditioned cases, ignored by the others
 COM_CASES = {
     "residual": {"family": "residual"},
     "car": {"family": "car"},
@@ -109,7 +117,7 @@ def test_reccnn_family_starts_at_bicubic_with_the_same_keys(case: str, ratio: in
     decoded = torch.rand(2, 3, 14, 11)
     size = (decoded.shape[-2] * ratio, decoded.shape[-1] * ratio)
     with torch.no_grad():
-        out = model.reconstruct(decoded, size)
+        out = model.reconstruct(decoded, size, QUALITY)
     assert set(out) == {"up", "residual", "x_hat"}
     assert out["x_hat"].shape == out["residual"].shape == (2, 3, *size)
     assert torch.equal(out["up"], bicubic_up(decoded, size))
@@ -148,7 +156,7 @@ def test_one_backward_pass_reaches_every_parameter(case: str, com: str):
     for net in (model.comcnn, model.reccnn):  # off the zero start, which holds the bodies' gradient at zero
         torch.nn.init.normal_(net.head.weight, std=0.01)
     x = torch.rand(2, 3, 32, 32)
-    out = model(x, channel=lambda compact: compact)
+    out = model(x, channel=lambda compact: compact, quality=QUALITY)
     assert set(out) == {"compact", "base", "decoded", "up", "residual", "x_hat"}
     (out["x_hat"] - x).pow(2).mean().backward()
     groups = model.parameter_groups()  # asserts the groups are disjoint
@@ -198,6 +206,8 @@ TILE_CASES = [
     (3, "unet", "residual"),
     (1, "unet3-shuffle", "residual"),
     (2, "unet3-shuffle", "car"),
+    (2, "residual-quality-shuffle", "residual"),
+    (3, "unet-quality", "car"),
 ]
 
 
@@ -217,15 +227,34 @@ def test_tiled_equals_whole_image_for_each_family(ratio: int, rec: str, com: str
     decoded = torch.round(whole.clamp(0, 1) * 255) / 255
     padded = (decoded.shape[-2] * ratio, decoded.shape[-1] * ratio)
     with torch.no_grad():
-        expected = model.reconstruct(decoded, padded)["x_hat"][..., :75, :101]
+        expected = model.reconstruct(decoded, padded, QUALITY)["x_hat"][..., :75, :101]
     margin = reccnn_margin(model.config)
     assert len(Tiling(16, margin).spans(decoded.shape[-1])) >= 2
-    tiled = reconstruct_image(model, decoded, (75, 101), Tiling(16, margin))
+    tiled = reconstruct_image(model, decoded, (75, 101), Tiling(16, margin), QUALITY)
     assert tiled.shape == expected.shape and (tiled - expected).abs().max() < 1e-5
     # the control: a margin one pixel short shows seams (for the unet: tiles off its stride grid)
-    short = reconstruct_image(model, decoded, (75, 101), Tiling(16, margin - 1))
+    short = reconstruct_image(model, decoded, (75, 101), Tiling(16, margin - 1), QUALITY)
     if REC_CASES[rec]["family"] == "unet":
         assert (short - expected).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("case", ["residual-quality-shuffle", "unet-quality"])
+def test_a_quality_conditioned_reccnn_reads_each_images_quality(case: str):
+    """Off its zero start the output depends on the quality, per image of a batch; without one it refuses."""
+    model = perturbed(make(2, REC_CASES[case]))
+    decoded = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        both = model.reconstruct(decoded, (32, 24), [10, 90])["x_hat"]
+        low = model.reconstruct(decoded, (32, 24), 10)["x_hat"]
+        high = model.reconstruct(decoded, (32, 24), torch.tensor([90, 90]))["x_hat"]
+    assert torch.allclose(both[0], low[0], atol=1e-6) and torch.allclose(both[1], high[1], atol=1e-6)
+    assert (low - high).abs().max() > 1e-3
+    first_conv = next(m for m in model.reccnn.body.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 4
+    with pytest.raises(ValueError, match="quality_input"):
+        model.reconstruct(decoded, (32, 24))
+    with pytest.raises(ValueError, match="3 qualities for a batch of 2"):
+        model.reconstruct(decoded, (32, 24), [10, 20, 30])
 
 
 def test_channel_attention_runs_untiled():
@@ -348,23 +377,36 @@ def test_a_spec_samples_per_family_parameters_into_valid_configs(tmp_path: Path)
     assert len(seen) >= 8
 
 
-def test_the_shipped_architecture_study_validates_and_builds_every_family():
-    spec = load_spec(REPO / "studies" / "arch.toml")
+@pytest.mark.parametrize(("name", "directions"), [("arch.toml", 3), ("paper.toml", 2)])
+def test_the_shipped_studies_search_and_build_every_family(name: str, directions: int):
+    """arch.toml (CPU sizes) has the decoder cost as its third objective; paper.toml (GPU sizes) has the
+    families too. Every sampled config builds, and per-family parameters are drawn only for their family."""
+    spec = load_spec(REPO / "studies" / name)
     assert spec.spec.space["model.reccnn.family"].choices == ["plain", "residual", "unet"]
+    assert len(spec.spec.objective.directions_and_names[0]) == directions
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     families = set()
-    for _ in range(12):
+    for _ in range(16):
         trial = study.ask()
-        config = config_for(spec, suggest(trial, spec))
+        params = suggest(trial, spec)
+        config = config_for(spec, params)
         study.tell(trial, 0.0)
         build_model(config.model)
-        families.add(config.model.reccnn.family)
-    assert families == {"plain", "residual", "unet"}
+        family = config.model.reccnn.family
+        families.add((family, config.model.comcnn.family))
+        assert ("model.reccnn.levels" in params) == (family == "unet")
+        assert ("model.reccnn.res_scale" in params) == (family == "residual")
+    assert {rec for rec, _ in families} == {"plain", "residual", "unet"}
+    assert {com for _, com in families} == {"residual", "car"}
 
 
 @pytest.mark.parametrize(
     ("rec", "com", "mode"),
-    [("unet3-shuffle", "car", "proxy"), ("residual-attention-shuffle", "car5", "straight-through")],
+    [
+        ("unet3-shuffle", "car", "proxy"),
+        ("residual-attention-shuffle", "car5", "straight-through"),
+        ("residual-quality-shuffle", "residual", "straight-through"),
+    ],
 )
 def test_a_family_trains_end_to_end(image_folder: Path, tmp_path: Path, rec: str, com: str, mode: str):
     data = tiny_config_dict(

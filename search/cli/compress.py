@@ -1,7 +1,9 @@
-"""shrink compress IN [IN ...] --model BUNDLE [--quality Q | --bpp TARGET] -o OUT [--force]
+"""shrink compress IN [IN ...] --model BUNDLE_OR_FAMILY [--quality Q | --bpp TARGET] -o OUT [--force]
 
 Writes each image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
-segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.container`.
+segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.container`. With a codec family
+(``shrink export --family``), ``--bpp`` picks the member whose test curve is highest at that rate
+(:meth:`shrink.compression.family.Family.member_at`); the file's header names that member's bundle.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from shrink.compression.container import (
     read_photo,
     segment,
 )
+from shrink.compression.family import is_family, load_family
 from shrink.compression.files import atomic_write
 from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
@@ -49,7 +52,9 @@ def positive_float(text: str) -> float:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, -o, --force, --tile and --device: shared by compress and decompress."""
-    parser.add_argument("--model", required=True, help="the export bundle directory (shrink export)")
+    parser.add_argument(
+        "--model", required=True, help="an export bundle or codec family directory (shrink export [--family])"
+    )
     parser.add_argument(
         "-o", "--output", required=True, type=output_file_or_dir, help="output file (or directory: see above)"
     )
@@ -169,9 +174,23 @@ def compress_file(
     return data, header
 
 
+def bundle_for(args: argparse.Namespace) -> str:
+    """The bundle to compress with: ``--model`` itself, or the member of a family for ``--bpp``."""
+    if not is_family(args.model):
+        return args.model
+    if args.bpp is None:
+        raise ValueError(
+            f"--model {args.model} is a codec family: give --bpp TARGET (the member depends on it)"
+        )
+    family = load_family(args.model)
+    member = family.member_at(args.bpp)
+    say("shrink compress", [f"family member {member.name} for {args.bpp} bpp"])
+    return str(family.bundle_path(member))
+
+
 def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, args.force)
-    model, config, manifest = load_bundle(args.model, resolve_device(args.device))
+    model, config, manifest = load_bundle(bundle_for(args), resolve_device(args.device))
     jpeg_codec(config)  # a WebP/AVIF bundle is refused before any work
     for source, target in zip(args.inputs, targets, strict=True):
         data, header = compress_file(args, model, config, manifest["sha256"], source)

@@ -1,7 +1,8 @@
-"""shrink decompress IN.jpg --model BUNDLE -o OUT.png [--reference ORIGINAL] [--force]
+"""shrink decompress IN.jpg --model BUNDLE_OR_FAMILY -o OUT.png [--reference ORIGINAL] [--force]
 
 Refuses (exit 2) a file that is not a shrink file, a truncated one, and a bundle whose sha256 is not the one
-the file was made with; never overwrites without --force; writes atomically.
+the file was made with (with a codec family: a file whose bundle is not one of its members); never
+overwrites without --force; writes atomically.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shrink.compression.container import (
     read_header,
     read_photo,
 )
+from shrink.compression.family import is_family, load_family
 from shrink.compression.files import atomic_write
 from shrink.compression.metrics import MS_SSIM_WEIGHTS, bpp, ms_ssim, ms_ssim_levels, msssim_db, psnr
 from shrink.compression.tiling import reconstruct_uint8, tilings
@@ -70,6 +72,20 @@ def check_bundle(path: Path, header: Header, sha: str, bundle: str) -> None:
         )
 
 
+def bundle_for(source: Path, header: Header, model: str) -> str:
+    """``model`` itself, or the member of the family ``model`` whose bundle the file's header names."""
+    if not is_family(model):
+        return model
+    family = load_family(model)
+    member = family.member(header.bundle)
+    if member is None:
+        raise ValueError(
+            f"{source} was made with bundle sha256 {header.bundle[:16]}..., which is not a member of the "
+            f"family {model}; decompress it with the family or bundle that compressed it"
+        )
+    return str(family.bundle_path(member))
+
+
 def quality_report(x_hat: np.ndarray, reference: torch.Tensor) -> str:
     """MS-SSIM (when both sides exceed 160 px) and PSNR of the 8-bit reconstruction against the original."""
     y = torch.from_numpy(x_hat).permute(2, 0, 1).contiguous()[None].float() / 255.0  # evaluation's layout
@@ -100,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
         decoded = from_uint8(decode_compact(data, header))[None]
     except ContainerError as error:
         raise ContainerError(f"{source}: {error}") from None
-    model, _, manifest = load_bundle(args.model, resolve_device(args.device))
+    model, _, manifest = load_bundle(bundle_for(source, header, args.model), resolve_device(args.device))
     check_bundle(source, header, manifest["sha256"], args.model)
-    x_hat = reconstruct_uint8(model, decoded, (header.height, header.width), tilings(model, args.tile)[1])
+    size, tiling = (header.height, header.width), tilings(model, args.tile)[1]
+    x_hat = reconstruct_uint8(model, decoded, size, tiling, header.quality)
     refuse_existing([target], args.force)
     atomic_write(target, lambda handle: Image.fromarray(x_hat, "RGB").save(handle, format=image_format))
     report = f"{source} -> {target}: {header.width}x{header.height}, {len(data)} bytes, "

@@ -1,4 +1,5 @@
-"""shrink export --storage URL --study-name N [--trial T | --pareto] --out DIR"""
+"""shrink export --storage URL --study-name N (--trial T [T ...] | --pareto) --out DIR
+[--family [--test FOLDER] [--qualities Q ...]]"""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import argparse
 
 import optuna
 
-from shrink.search.export import chosen_trial, export_trial, pareto_trials
+from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
+from shrink.compression.codecs import JpegCodec
+from shrink.compression.data import load_images
+from shrink.compression.family import Family
+from shrink.dashboards.study_info import safe_bd_rate
+from shrink.search.export import chosen_trial, export_family, export_trial, pareto_trials
 from shrink.search.storage import StorageError, open_storage, redact
 
 from ._common import ArgumentParser, output_dir, run_command
@@ -17,13 +23,47 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--storage", required=True)
     parser.add_argument("--study-name", required=True)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, help="one complete trial")
+    which.add_argument("--trial", type=int, nargs="+", help="complete trials by number")
     which.add_argument(
         "--pareto", action="store_true", help="every trial on the Pareto front (best, if 1 objective)"
     )
-    parser.add_argument("--out", required=True, type=output_dir, help="bundles go to OUT/trial-NNNNN/")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_dir,
+        help="bundles go to OUT/trial-NNNNN/ (--family: OUT is the family)",
+    )
     parser.add_argument("--force", action="store_true", help="replace existing bundles")
+    family = parser.add_argument_group("codec family")
+    family.add_argument(
+        "--family",
+        action="store_true",
+        help="one codec family of the trials: shrink compress --model OUT --bpp T picks the member",
+    )
+    family.add_argument(
+        "--test", help="image folder measuring each member's test curve (when the study stores none)"
+    )
+    family.add_argument(
+        "--qualities",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_QUALITIES["down-jpeg"]),
+        help="qualities of the test curves (default: the downscale baseline's grid, as shrink eval)",
+    )
     return parser
+
+
+def print_family(family: Family, test: str | None) -> None:
+    for name, point in family.envelope():
+        print(
+            f"  envelope {point.bpp:.4f} bpp  MS-SSIM {point.msssim:.5f} ({point.msssim_db:.2f} dB)  {name}"
+        )
+    if test:
+        jpeg = codec_curve(load_images(test), JpegCodec(), DEFAULT_QUALITIES["jpeg"])
+        for metric in ("msssim_db", "psnr"):
+            rate, why = safe_bd_rate(jpeg, family.envelope_curve(), metric)
+            text = f"{rate:+.2f} %" if rate is not None else f"n/a ({why})"
+            print(f"  family BD-rate vs JPEG on {test} ({metric}): {text}")
 
 
 def load_study(url: str, name: str) -> optuna.Study:
@@ -35,7 +75,12 @@ def load_study(url: str, name: str) -> optuna.Study:
 
 def run(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study_name)
-    trials = [chosen_trial(study, args.trial)] if args.trial is not None else pareto_trials(study)
+    trials = [chosen_trial(study, n) for n in args.trial] if args.trial is not None else pareto_trials(study)
+    if args.family:
+        family = export_family(study, trials, args.out, args.test, args.qualities, overwrite=args.force)
+        print(f"family {args.out}: {len(family.members)} members, sha256 {family.sha256[:16]}...")
+        print_family(family, args.test)
+        return 0
     for trial in trials:
         path = export_trial(study, trial, args.out, overwrite=args.force)
         print(f"trial {trial.number}: {path}")

@@ -1,0 +1,118 @@
+"""Refine: retrain chosen trials of a search at full fidelity, as a child study, and test them once.
+
+``shrink refine`` creates a child study (default name ``<parent>-refine``) whose spec is the parent's with
+``[budget]`` replaced by ``[refine]`` (multi-fidelity made explicit: the search's short trials, the refined
+long ones) and ``n_trials`` = the chosen trials. Each ticket carries one chosen trial's params, fixed
+(Optuna's ``enqueue_trial`` mechanism), and names its parent trial, so the same workers, ``shrink launch``,
+pruning, heartbeat, retry and resume run it. A refined trial that completes is evaluated once on
+``[test].data`` by the trial runner (:func:`measure_test_curve`), and its curve stored with the trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import spearmanr
+
+from shrink.compression.bundle import load_model
+from shrink.compression.codecs import build_codec
+from shrink.compression.data import load_images
+from shrink.compression.evaluate import evaluate
+from shrink.compression.rd import RDCurve
+
+from .export import chosen_trial, pareto_trials
+from .spec import ResolvedSpec, SpecError, StudySpec
+from .study import (
+    PARENT_STUDY_ATTR,
+    PARENT_TRIAL_ATTR,
+    PARENT_VALUES_ATTR,
+    StudyHandle,
+    create,
+    stored_spec,
+)
+
+
+def refine_spec(spec: ResolvedSpec, n_trials: int, trial_time_s: float | None = None) -> ResolvedSpec:
+    """The parent's spec with ``[budget]`` = ``[refine]`` over it (``trial_time_s`` over both), for
+    ``n_trials`` trials; the base config's training fields follow."""
+    refine = spec.spec.refine.model_dump(exclude_none=True)
+    if trial_time_s is not None:
+        refine["trial_time_s"] = trial_time_s
+    data = spec.spec.model_dump(mode="json")
+    data["budget"] = {**data["budget"], **refine, "n_trials": n_trials}
+    new_spec = StudySpec.model_validate(data)
+    base = spec.base_config.model_dump(mode="json")
+    base["training"].update(new_spec.budget.training_fields())
+    return ResolvedSpec(spec=new_spec, base_config=type(spec.base_config).model_validate(base))
+
+
+def chosen(study: optuna.Study, numbers: Sequence[int] | None) -> list[FrozenTrial]:
+    """The complete trials ``numbers``, or the Pareto front when None."""
+    return [chosen_trial(study, n) for n in numbers] if numbers else pareto_trials(study)
+
+
+def ticket_for(parent: optuna.Study, trial: FrozenTrial) -> tuple[dict, dict]:
+    """A refine ticket: the trial's params, fixed, and where it comes from."""
+    gain = (trial.user_attrs.get("rd_point") or {}).get("dev_gain_db")
+    return dict(trial.params), {
+        PARENT_STUDY_ATTR: parent.study_name,
+        PARENT_TRIAL_ATTR: trial.number,
+        PARENT_VALUES_ATTR: {"values": trial.values, "dev_gain_db": gain},
+    }
+
+
+def create_refine_study(
+    url: str,
+    parent: optuna.Study,
+    numbers: Sequence[int] | None = None,
+    child_name: str | None = None,
+    trial_time_s: float | None = None,
+) -> StudyHandle:
+    """The child study retraining ``numbers`` (or the Pareto front) of ``parent`` at ``[refine]``."""
+    spec = stored_spec(parent)
+    if spec is None:
+        raise SpecError(f"study {parent.study_name!r} has no stored spec: it was not made by shrink")
+    trials = chosen(parent, numbers)
+    if spec.spec.test.data is not None:
+        load_images(spec.spec.test.data)  # an unreadable test folder fails now, not after hours of training
+    tickets = [ticket_for(parent, trial) for trial in trials]
+    name = child_name or f"{parent.study_name}-refine"
+    child = refine_spec(spec, len(trials), trial_time_s)
+    return create(child, url, name, tickets, {PARENT_STUDY_ATTR: parent.study_name})
+
+
+def measure_test_curve(spec: ResolvedSpec, checkpoint: str, name: str) -> RDCurve | None:
+    """The checkpoint's curve on ``[test].data`` at ``[test].qualities`` (full images, real files, as
+    ``shrink eval``), without per-image rows; None when the spec names no test set."""
+    test = spec.spec.test
+    if test.data is None:
+        return None
+    model, config = load_model(checkpoint)
+    curve = evaluate(model, load_images(test.data), test.qualities, build_codec(config.codec), name=name)
+    return RDCurve(curve.name, curve.points)
+
+
+@dataclass
+class RankAgreement:
+    """Does a short trial's rank predict its refined rank? Spearman's rho over (search, refined) dev gains."""
+
+    pairs: list[tuple[int, float, float]]  # (parent trial, search dev gain, refined dev gain)
+    rho: float | None  # None with fewer than 3 pairs or a constant side
+
+
+def rank_agreement(child: optuna.Study) -> RankAgreement:
+    pairs = []
+    for trial in child.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        search = (trial.user_attrs.get(PARENT_VALUES_ATTR) or {}).get("dev_gain_db")
+        refined = (trial.user_attrs.get("rd_point") or {}).get("dev_gain_db")
+        if search is not None and refined is not None:
+            pairs.append((int(trial.user_attrs[PARENT_TRIAL_ATTR]), float(search), float(refined)))
+    rho = None
+    if len(pairs) >= 3:
+        value = spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic
+        rho = None if math.isnan(value) else float(value)
+    return RankAgreement(sorted(pairs), rho)

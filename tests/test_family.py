@@ -1,0 +1,173 @@
+"""Codec families: the envelope of the members' test curves, --bpp picking its member, decompress finds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from shrink.compression.bundle import BundleError, load_bundle, save_bundle
+from shrink.compression.codecs import build_codec
+from shrink.compression.config import config_from_dict
+from shrink.compression.container import read_header
+from shrink.compression.data import load_images
+from shrink.compression.evaluate import evaluate
+from shrink.compression.family import MEMBERS, load_family, save_family
+from shrink.compression.models import build_model
+from shrink.compression.rd import RDCurve, RDPoint
+from shrink.search.cli import main
+from shrink.search.study import TEST_CURVE_ATTR
+
+from .conftest import textured_image, tiny_config_dict
+from .test_report import load, shared_toy_study
+
+# Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
+LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
+HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
+
+
+def curve(name: str, points: list[tuple[float, float]]) -> RDCurve:
+    return RDCurve(name, [RDPoint(q, r, 1 - 10 ** (-db / 10), db, 30.0) for q, (r, db) in enumerate(points)])
+
+
+def perturbed_bundle(path: Path, image_folder: Path, ratio: int, seed: int) -> Path:
+    data = tiny_config_dict(image_folder)
+    data["model"]["ratio"] = ratio
+    config = config_from_dict(data)
+    model = build_model(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    return save_bundle(path, model, config, {"seed": seed})
+
+
+@pytest.fixture
+def family(tmp_path: Path, image_folder: Path) -> Path:
+    low = perturbed_bundle(tmp_path / "b-low", image_folder, ratio=2, seed=1)
+    high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
+    members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
+    return save_family(tmp_path / "family", members, test="hand-made")
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(textured_image(256, 320, 5)).save(path)
+    return path
+
+
+def test_the_envelope_takes_each_rate_from_the_member_highest_there(family: Path):
+    loaded = load_family(family)
+    assert [m.name for m in loaded.members] == ["low", "high"]
+    envelope = [(name, point.bpp) for name, point in loaded.envelope()]
+    # high's 0.8 bpp point (11 dB) lies under low's curve there (12.3 dB): not on the envelope
+    assert envelope == [("low", 0.3), ("low", 0.6), ("low", 1.2), ("high", 2.0), ("high", 4.0)]
+    assert [p.bpp for p in loaded.envelope_curve().points] == [0.3, 0.6, 1.2, 2.0, 4.0]
+    assert loaded.member_at(0.5).name == "low"  # high does not reach down to 0.5 bpp
+    assert loaded.member_at(1.0).name == "low"
+    assert loaded.member_at(3.0).name == "high"
+    assert loaded.member_at(0.1).name == "low"  # below every member: the one reaching lowest
+
+
+@pytest.mark.parametrize(("target", "member"), [(1.0, "low"), (3.0, "high")])
+def test_bpp_picks_the_envelopes_member_and_decompress_finds_it(
+    family: Path, photo: Path, tmp_path: Path, target: float, member: str
+):
+    loaded = load_family(family)
+    out, png = tmp_path / "photo.jpg", tmp_path / "photo.out.png"
+    assert main(["compress", str(photo), "--model", str(family), "--bpp", str(target), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    header = read_header(data)
+    chosen = loaded.member(header.bundle)
+    assert chosen is not None and chosen.name == member
+    assert header.ratio == (2 if member == "low" else 1)
+    assert 8 * len(data) / (256 * 320) <= target
+
+    assert main(["decompress", str(out), "--model", str(family), "-o", str(png)]) == 0
+    direct = tmp_path / "direct.png"
+    bundle = family / MEMBERS / member
+    assert main(["decompress", str(out), "--model", str(bundle), "-o", str(direct)]) == 0
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(direct)))
+
+
+def test_a_file_of_another_family_or_bundle_is_refused(
+    family: Path, photo: Path, tmp_path: Path, image_folder: Path, capsys
+):
+    stranger = perturbed_bundle(tmp_path / "stranger", image_folder, ratio=2, seed=9)
+    other = save_family(tmp_path / "other", [("s", stranger, curve("s", LOW))], test="hand-made")
+    out = tmp_path / "photo.jpg"
+    assert main(["compress", str(photo), "--model", str(other), "--bpp", "1.0", "-o", str(out)]) == 0
+    capsys.readouterr()
+    png = tmp_path / "x.png"
+    assert main(["decompress", str(out), "--model", str(family), "-o", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "not a member of the family" in err and err.count("\n") == 1
+    assert not png.exists()
+
+
+def test_a_family_needs_bpp_and_refuses_an_altered_member(family: Path, photo: Path, tmp_path: Path, capsys):
+    out = tmp_path / "photo.jpg"
+    assert main(["compress", str(photo), "--model", str(family), "--quality", "50", "-o", str(out)]) == 2
+    assert "give --bpp" in capsys.readouterr().err and not out.exists()
+    weights = family / MEMBERS / "high" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        load_family(family)
+    assert main(["compress", str(photo), "--model", str(family), "--bpp", "1.0", "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_save_family_refuses_bad_members_and_writes_nothing(tmp_path: Path, image_folder: Path):
+    bundle = perturbed_bundle(tmp_path / "b", image_folder, ratio=2, seed=1)
+    target = tmp_path / "fam"
+    with pytest.raises(BundleError, match="distinct"):
+        save_family(target, [("a", bundle, curve("a", LOW)), ("a", bundle, curve("a", HIGH))], test="t")
+    with pytest.raises(BundleError, match="no points"):
+        save_family(target, [("a", bundle, RDCurve("a", []))], test="t")
+    with pytest.raises(BundleError, match="not a shrink bundle"):
+        save_family(target, [("a", tmp_path, curve("a", LOW))], test="t")
+    assert not target.exists() and not list(tmp_path.glob(".fam.*"))
+    family = save_family(target, [("a", bundle, curve("a", LOW))], test="t")
+    document = json.loads((family / "family.json").read_text())
+    document["members"][0]["curve"]["points"][0]["msssim_db"] = 99.0  # a better curve, claimed by hand
+    (family / "family.json").write_text(json.dumps(document))
+    with pytest.raises(BundleError, match="does not match the member table"):
+        load_family(family)
+
+
+def test_export_family_of_a_study_measures_or_reuses_each_test_curve(tmp_path_factory, tmp_path: Path):
+    """A trial with a stored test curve (as shrink refine stores it) keeps it; the others are measured on
+    --test. The shared toy study is copied first: a finished trial's attributes cannot change."""
+    shared_url, images = shared_toy_study(tmp_path_factory)
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    optuna.copy_study(from_study_name="toy", from_storage=shared_url, to_storage=url)
+    study = load(url)
+    first, *others = sorted(study.best_trials, key=lambda t: t.number)
+    stored = curve("stored", LOW)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=first.params,
+            distributions=first.distributions,
+            values=first.values,
+            user_attrs={**first.user_attrs, TEST_CURVE_ATTR: stored.to_dict()},
+        )
+    )
+    tested = study.trials[-1].number
+    numbers = [tested, *(t.number for t in others)] if others else [tested, first.number]
+    out = tmp_path / "family"
+    args = ["export", "--storage", url, "--study-name", "toy", "--trial", *map(str, numbers), "--family"]
+    assert main([*args, "--out", str(out), "--test", str(images), "--qualities", "30", "70"]) == 0
+    family = load_family(out)
+    assert [m.name for m in family.members] == [f"trial-{n:05d}" for n in numbers]
+    reused = family.members[0]
+    assert [p.to_dict() for p in reused.curve.points] == [p.to_dict() for p in stored.points]
+    for member in family.members[1:]:
+        model, config, _ = load_bundle(family.bundle_path(member))
+        expected = evaluate(model, load_images(images), [30, 70], build_codec(config.codec))
+        assert [p.to_dict() for p in member.curve.points] == [p.to_dict() for p in expected.points]
