@@ -189,18 +189,25 @@ def _verified_files(path: Path) -> tuple[dict, dict[str, bytes]]:
     return manifest, contents
 
 
+def read_format_json(file: Path, owner: Path, fmt: str, what: str) -> dict:
+    """The JSON object in ``file`` (of the directory ``owner``), whose ``format`` must be ``fmt``; anything
+    else is a :class:`BundleError` saying that ``owner`` is not a ``what``."""
+    try:
+        document = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{file} is missing: {owner} is not a {what}") from None
+    except ValueError as error:
+        raise BundleError(f"{file}: not valid JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != fmt:
+        raise BundleError(f"{owner} is not a {what} ({file}: format {fmt} expected)")
+    return document
+
+
 def _read_manifest(path: Path) -> dict:
     if not path.is_dir():
         raise BundleError(f"bundle not found: {path} is not a directory")
     manifest_path = path / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except FileNotFoundError:
-        raise BundleError(f"{manifest_path} is missing: {path} is not a shrink bundle") from None
-    except ValueError as error:
-        raise BundleError(f"{manifest_path}: not valid JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path} is not a shrink bundle ({manifest_path}: format {BUNDLE_FORMAT} expected)")
+    manifest = read_format_json(manifest_path, path, BUNDLE_FORMAT, "shrink bundle")
     _check_file_table(manifest_path, manifest.get("files"))
     if manifest.get("sha256") != _identity(manifest["files"]):
         raise BundleError(f"{manifest_path}: sha256 does not match the file table")

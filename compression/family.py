@@ -23,7 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import BundleError, _check_target, _fsync_dir, _publish, bundle_sha256, is_bundle, load_bundle
+from .bundle import (
+    BundleError,
+    _check_target,
+    _fsync_dir,
+    _publish,
+    bundle_sha256,
+    is_bundle,
+    load_bundle,
+    read_format_json,
+)
 from .files import atomic_write_text
 from .models import ShrinkModel
 from .rd import RDCurve, RDPoint, metric_at_rate
@@ -157,14 +166,7 @@ def load_family(path: str | Path) -> Family:
     """The family at ``path``, every member bundle verified against the sha256 ``family.json`` lists."""
     path = Path(path)
     file = path / FAMILY_FILE
-    try:
-        document = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{file} is missing: {path} is not a shrink family") from None
-    except ValueError as error:
-        raise BundleError(f"{file}: not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("format") != FAMILY_FORMAT:
-        raise BundleError(f"{path} is not a shrink family ({file}: format {FAMILY_FORMAT} expected)")
+    document = read_format_json(file, path, FAMILY_FORMAT, "shrink family")
     try:
         table = document["members"]
         members = tuple(Member(e["name"], e["sha256"], RDCurve.from_dict(e["curve"])) for e in table)
