@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,22 @@ def save_bundle(
         raise BundleError(f"{out_dir}: the model was not built from config.model; its bundle would not load")
     _check_target(out_dir, overwrite)
     contents = _bundle_contents(model, config, metrics)
+
+    def fill(tmp: Path) -> None:
+        for name, data in contents.items():
+            _write_synced(tmp / name, data)
+
+    return write_directory(out_dir, fill, overwrite)
+
+
+def write_directory(out_dir: Path, fill: Callable[[Path], None], overwrite: bool) -> Path:
+    """``fill`` a temp sibling directory, then rename it to ``out_dir`` (an existing non-empty one only with
+    ``overwrite``); on any failure the temp directory is removed and ``out_dir`` is untouched."""
+    _check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        for name, data in contents.items():
-            _write_synced(tmp / name, data)
+        fill(tmp)
         _fsync_dir(tmp)
         _publish(tmp, out_dir, overwrite)
     except BaseException:

@@ -18,21 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import (
-    BundleError,
-    _check_target,
-    _fsync_dir,
-    _publish,
-    bundle_sha256,
-    is_bundle,
-    load_bundle,
-    read_format_json,
-)
+from .bundle import BundleError, bundle_sha256, is_bundle, load_bundle, read_format_json, write_directory
 from .files import atomic_write_text
 from .models import ShrinkModel
 from .rd import RDCurve, RDPoint, metric_at_rate
@@ -143,23 +133,17 @@ def save_family(
         table.append(
             {"name": name, "sha256": bundle_sha256(bundle), "curve": {"name": name, "points": points}}
         )
-    _check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    document = {"format": FAMILY_FORMAT, "metric": metric, "test": test, "members": table}
+    document["sha256"] = _identity(table)
+
+    def fill(tmp: Path) -> None:
         for (name, bundle, _), entry in zip(members, table, strict=True):
             shutil.copytree(bundle, tmp / MEMBERS / name)
             if bundle_sha256(tmp / MEMBERS / name) != entry["sha256"]:
                 raise BundleError(f"family member {name}: {bundle} changed while it was copied")
-        document = {"format": FAMILY_FORMAT, "metric": metric, "test": test, "members": table}
-        document["sha256"] = _identity(table)
         atomic_write_text(tmp / FAMILY_FILE, json.dumps(document, indent=1) + "\n")
-        _fsync_dir(tmp)
-        _publish(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_directory(out_dir, fill, overwrite)
 
 
 def load_family(path: str | Path) -> Family:

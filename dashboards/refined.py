@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from shrink.compression.data import load_images
-from shrink.compression.family import Member, envelope, envelope_curve
+from shrink.compression.family import Member, envelope
 from shrink.compression.rd import RDCurve
 from shrink.search.refine import RankAgreement, rank_agreement
 from shrink.search.spec import ResolvedSpec
@@ -32,6 +32,7 @@ ENVELOPE = "family envelope"
 class RefinedInfo:
     test_folder: str | None = None
     members: dict[str, RDCurve] = field(default_factory=dict)  # "trial-NNNNN" -> its stored test curve
+    envelope: RDCurve | None = None  # the family's curve: the members' upper envelope
     envelope_points: list[tuple[str, float]] = field(default_factory=list)  # (member, bpp) on the envelope
     baselines: dict[str, RDCurve] = field(default_factory=dict)
     bd_rows: list[BDRateRow] = field(default_factory=list)
@@ -41,10 +42,7 @@ class RefinedInfo:
     @property
     def tests(self) -> dict[str, RDCurve]:
         """The envelope first, then each member."""
-        if not self.members:
-            return {}
-        members = [Member(name, "", curve) for name, curve in self.members.items()]
-        return {ENVELOPE: envelope_curve(members, name=ENVELOPE), **self.members}
+        return {ENVELOPE: self.envelope, **self.members} if self.envelope is not None else {}
 
 
 def get_refined_info(
@@ -63,7 +61,9 @@ def get_refined_info(
         info.notes.append("no refined trial has a test curve yet (the spec's [test] names the test set)")
         return info
     members = [Member(name, "", curve) for name, curve in info.members.items()]
-    info.envelope_points = [(name, point.bpp) for name, point in envelope(members)]
+    on_envelope = envelope(members)
+    info.envelope_points = [(name, point.bpp) for name, point in on_envelope]
+    info.envelope = RDCurve(ENVELOPE, [point for _, point in on_envelope])
     info.test_folder = spec.spec.test.data if spec is not None else None
     try:
         images = load_images(info.test_folder) if info.test_folder else []

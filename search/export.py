@@ -40,6 +40,11 @@ def chosen_trial(study: optuna.Study, number: int) -> FrozenTrial:
     return trials[number]
 
 
+def chosen_trials(study: optuna.Study, numbers: Sequence[int] | None) -> list[FrozenTrial]:
+    """The complete trials ``numbers``, or the Pareto front when None."""
+    return [chosen_trial(study, n) for n in numbers] if numbers else pareto_trials(study)
+
+
 def export_trial(
     study: optuna.Study, trial: FrozenTrial, out_dir: str | Path, overwrite: bool = False
 ) -> Path:

@@ -24,7 +24,7 @@ from shrink.compression.data import load_images
 from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import RDCurve
 
-from .export import chosen_trial, pareto_trials
+from .export import chosen_trials
 from .spec import ResolvedSpec, SpecError, StudySpec
 from .study import (
     PARENT_STUDY_ATTR,
@@ -50,11 +50,6 @@ def refine_spec(spec: ResolvedSpec, n_trials: int, trial_time_s: float | None = 
     return ResolvedSpec(spec=new_spec, base_config=type(spec.base_config).model_validate(base))
 
 
-def chosen(study: optuna.Study, numbers: Sequence[int] | None) -> list[FrozenTrial]:
-    """The complete trials ``numbers``, or the Pareto front when None."""
-    return [chosen_trial(study, n) for n in numbers] if numbers else pareto_trials(study)
-
-
 def ticket_for(parent: optuna.Study, trial: FrozenTrial) -> tuple[dict, dict]:
     """A refine ticket: the trial's params, fixed, and where it comes from."""
     gain = (trial.user_attrs.get("rd_point") or {}).get("dev_gain_db")
@@ -76,7 +71,7 @@ def create_refine_study(
     spec = stored_spec(parent)
     if spec is None:
         raise SpecError(f"study {parent.study_name!r} has no stored spec: it was not made by shrink")
-    trials = chosen(parent, numbers)
+    trials = chosen_trials(parent, numbers)
     if spec.spec.test.data is not None:
         load_images(spec.spec.test.data)  # an unreadable test folder fails now, not after hours of training
     tickets = [ticket_for(parent, trial) for trial in trials]

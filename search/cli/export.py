@@ -12,7 +12,7 @@ from shrink.compression.codecs import JpegCodec
 from shrink.compression.data import load_images
 from shrink.compression.family import Family
 from shrink.dashboards.study_info import safe_bd_rate
-from shrink.search.export import chosen_trial, export_family, export_trial, pareto_trials
+from shrink.search.export import chosen_trials, export_family, export_trial
 from shrink.search.storage import StorageError, open_storage, redact
 
 from ._common import ArgumentParser, output_dir, run_command
@@ -75,7 +75,7 @@ def load_study(url: str, name: str) -> optuna.Study:
 
 def run(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study_name)
-    trials = [chosen_trial(study, n) for n in args.trial] if args.trial is not None else pareto_trials(study)
+    trials = chosen_trials(study, args.trial)
     if args.family:
         family = export_family(study, trials, args.out, args.test, args.qualities, overwrite=args.force)
         print(f"family {args.out}: {len(family.members)} members, sha256 {family.sha256[:16]}...")
