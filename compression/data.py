@@ -21,9 +21,11 @@ from .config import SAMPLES_PREFIX
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif", ".avif"}
 
 # Colour photographs inside the scikit-image wheel (skimage/data). No download ever happens.
+# "test" is held out from both (the demo's [test] set); camera.png is grey, read as RGB like any grey file.
 SAMPLE_SETS = {
-    "train": ["astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg"],
+    "train": ["rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg"],
     "dev": ["chelsea.png", "coffee.png", "ihc.png"],
+    "test": ["astronaut.png", "camera.png"],
 }
 
 
@@ -66,7 +68,7 @@ def sample_image_paths(split: str) -> list[Path]:
 
 
 def image_paths(source: str | Path) -> list[Path]:
-    """Image files of a folder (sorted), or the embedded sample set for ``samples:train|dev``."""
+    """Image files of a folder (sorted), or the embedded sample set for ``samples:train|dev|test``."""
     text = str(source)
     if text.startswith(SAMPLES_PREFIX):
         return sample_image_paths(text.removeprefix(SAMPLES_PREFIX))

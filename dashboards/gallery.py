@@ -1,6 +1,7 @@
 """The report's image gallery as plain data: crops of the original, JPEG and shrink, with bytes and MS-SSIM.
 
-For the best Pareto trial (highest dev gain over JPEG) a few dev images are compressed with the trial's
+For the best Pareto trial (highest dev gain over JPEG) a few dev images (a refine study: its held-out
+``[test]`` images, which the trials never saw) are compressed with the trial's
 checkpoint at its operating quality (a real file: its ``len()`` is the rate), and each is also stored as a
 plain JPEG at the quality whose file size is nearest
 (:func:`shrink.compression.gallery.compare_at_same_bytes`). Bytes and MS-SSIM are of the full
@@ -22,7 +23,7 @@ from PIL import Image
 from shrink.compression.bundle import load_model
 from shrink.compression.codecs import Codec, build_codec
 from shrink.compression.config import TrainConfig
-from shrink.compression.data import NamedImage
+from shrink.compression.data import NamedImage, load_images
 from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
@@ -59,6 +60,7 @@ class GalleryInfo:
     crop: int
     rows: list[GalleryRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    images_from: str = "dev"  # "dev", or the test folder the images come from
 
 
 def operating_quality(config: TrainConfig) -> int:
@@ -75,8 +77,10 @@ def get_gallery_info(
     roots: Iterable[Path],
     n_images: int = 3,
     crop: int = 128,
+    test: str | None = None,
 ) -> GalleryInfo:
-    """Gallery rows for the first ``n_images`` dev images of the best Pareto trial, or a note why none."""
+    """Gallery rows for the first ``n_images`` dev images (or, given, ``test`` images) of the best Pareto
+    trial, or a note why none."""
     best = best_front_trial(points)
     if best is None:
         return GalleryInfo(None, None, None, crop, notes=["no completed trial yet"])
@@ -86,13 +90,13 @@ def get_gallery_info(
         return GalleryInfo(best.number, stored, None, crop, notes=[f"checkpoint {stored!r} not found"])
     try:
         model, config = load_model(path)
-        images = load_dev_images(config.data)[:n_images]
-    except (OSError, ValueError) as error:  # a foreign checkpoint, dev images not reachable from here
+        images = load_images(test, n_images) if test else load_dev_images(config.data)[:n_images]
+    except (OSError, ValueError) as error:  # a foreign checkpoint, images not reachable from here
         return GalleryInfo(best.number, str(path), None, crop, notes=[f"no gallery: {error}"])
     quality = operating_quality(config)
     codec = build_codec(config.codec)
     rows = [gallery_row(model, codec, quality, image, crop, best.number) for image in images]
-    return GalleryInfo(best.number, str(path), quality, crop, rows)
+    return GalleryInfo(best.number, str(path), quality, crop, rows, images_from=test or "dev")
 
 
 def gallery_row(

@@ -98,9 +98,10 @@ def gallery(info: GalleryInfo) -> str:
     if info.trial is not None and info.rows:
         parts.append(
             paragraph(
-                f"Best Pareto trial {info.trial} (highest dev gain over JPEG) at quality {info.quality}; "
-                f"centre crops of {info.crop} px shown at 2x. Bytes, bpp and MS-SSIM are of the full image; "
-                "JPEG is at the quality whose file size is nearest the shrink file."
+                f"Best Pareto trial {info.trial} (highest dev gain over JPEG) at quality {info.quality}, on "
+                f"{_gallery_images(info)}; centre crops of {info.crop} px shown at 2x. Bytes, bpp and "
+                "MS-SSIM are of the full image; JPEG is at the quality whose file size is nearest the shrink "
+                "file."
             )
         )
     for row in info.rows:
@@ -109,6 +110,12 @@ def gallery(info: GalleryInfo) -> str:
         parts.append(f"<h3>{esc(row.image)} <span class=why>({width}x{height})</span></h3>")
         parts.append(f'<div class="gallery-row">{tiles}</div>')
     return "\n".join(parts)
+
+
+def _gallery_images(info: GalleryInfo) -> str:
+    if info.images_from == "dev":
+        return "dev images"
+    return f"held-out test images ({esc(info.images_from)}), never used for selection"
 
 
 def _tile(tile) -> str:

@@ -27,7 +27,7 @@ from shrink.compression.rd import RDCurve, load_curves
 from shrink.compression.trainer import load_dev_images
 from shrink.search.results import FrontRow, format_macs, front_rows
 from shrink.search.spec import ResolvedSpec
-from shrink.search.study import stored_spec
+from shrink.search.study import PARENT_STUDY_ATTR, stored_spec
 
 from . import html, plots
 from .cache import CurveCache
@@ -169,7 +169,8 @@ def gather_report(
     learning = get_learning_curves_info(study)
     budget = _budget_epochs(spec, learning)
     log("report: gallery")
-    gallery = get_gallery_info(study, points, options.roots, options.gallery_images, options.crop)
+    test = spec.spec.test.data if spec is not None and PARENT_STUDY_ATTR in study.user_attrs else None
+    gallery = get_gallery_info(study, points, options.roots, options.gallery_images, options.crop, test)
     return ReportData(
         study_name=study.study_name,
         storage=options.storage_label,

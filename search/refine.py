@@ -60,18 +60,37 @@ def ticket_for(parent: optuna.Study, trial: FrozenTrial) -> tuple[dict, dict]:
     }
 
 
+def spread_over_rate(trials: Sequence[FrozenTrial], n: int) -> list[FrozenTrial]:
+    """At most ``n`` of ``trials``, evenly spaced in the order of their dev rate (so the lowest and highest
+    rates are kept and a family still spans the front); ``n == 1``: the highest dev gain. In trial order."""
+    if n < 1:
+        raise ValueError(f"the number of trials to refine must be at least 1, got {n}")
+    if n >= len(trials):
+        return list(trials)
+    point = lambda trial: trial.user_attrs.get("rd_point") or {}  # noqa: E731
+    if n == 1:
+        return [max(trials, key=lambda trial: point(trial).get("dev_gain_db", -math.inf))]
+    by_rate = sorted(trials, key=lambda trial: (point(trial).get("dev_bpp", math.inf), trial.number))
+    picks = {round(i * (len(by_rate) - 1) / (n - 1)) for i in range(n)}
+    return sorted((by_rate[i] for i in picks), key=lambda trial: trial.number)
+
+
 def create_refine_study(
     url: str,
     parent: optuna.Study,
     numbers: Sequence[int] | None = None,
     child_name: str | None = None,
     trial_time_s: float | None = None,
+    max_trials: int | None = None,
 ) -> StudyHandle:
-    """The child study retraining ``numbers`` (or the Pareto front) of ``parent`` at ``[refine]``."""
+    """The child study retraining ``numbers`` (or the Pareto front) of ``parent`` at ``[refine]``; with
+    ``max_trials``, only that many of them, spread over rate (:func:`spread_over_rate`)."""
     spec = stored_spec(parent)
     if spec is None:
         raise SpecError(f"study {parent.study_name!r} has no stored spec: it was not made by shrink")
     trials = chosen_trials(parent, numbers)
+    if max_trials is not None:
+        trials = spread_over_rate(trials, max_trials)
     if spec.spec.test.data is not None:
         load_images(spec.spec.test.data)  # an unreadable test folder fails now, not after hours of training
     tickets = [ticket_for(parent, trial) for trial in trials]

@@ -105,7 +105,8 @@ def test_missing_and_empty_folders(tmp_path: Path):
 def test_sample_sets_are_embedded_and_disjoint():
     train = {image.name for image in load_images("samples:train")}
     dev = {image.name for image in load_images("samples:dev")}
-    assert train and dev and not train & dev
+    test = {image.name for image in load_images("samples:test")}
+    assert train and dev and test and not (train & dev or train & test or dev & test)
 
 
 def test_crop_sampler_pads_small_images_and_is_reproducible():

@@ -14,16 +14,16 @@ from PIL import Image
 from shrink.compression.bundle import BundleError, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import config_from_dict
-from shrink.compression.container import read_header
-from shrink.compression.data import load_images
-from shrink.compression.evaluate import evaluate
+from shrink.compression.container import read_header, segment
+from shrink.compression.data import load_images, read_image
+from shrink.compression.evaluate import evaluate, evaluate_image
 from shrink.compression.family import MEMBERS, load_family, save_family
 from shrink.compression.models import build_model
-from shrink.compression.rd import RDCurve, RDPoint
+from shrink.compression.rd import RDCurve, RDPoint, measure
 from shrink.search.cli import main
 from shrink.search.study import TEST_CURVE_ATTR
 
-from .conftest import textured_image, tiny_config_dict
+from .conftest import shared_folder, textured_image, tiny_config_dict
 from .test_report import load, shared_toy_study
 
 # Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
@@ -171,3 +171,48 @@ def test_export_family_of_a_study_measures_or_reuses_each_test_curve(tmp_path_fa
         model, config, _ = load_bundle(family.bundle_path(member))
         expected = evaluate(model, load_images(images), [30, 70], build_codec(config.codec))
         assert [p.to_dict() for p in member.curve.points] == [p.to_dict() for p in expected.points]
+
+
+def read_png(path: Path) -> torch.Tensor:
+    return read_image(path)[None].float() / 255  # contiguous, as evaluation's: conv rounding follows layout
+
+
+@pytest.mark.slow
+def test_kodak_through_a_family_at_a_bpp_equals_shrink_eval_of_the_member_it_picks(
+    tmp_path: Path, image_folder: Path
+):
+    """`shrink compress --model FAMILY --bpp T` then `decompress`, on Kodak photos, give what `shrink eval`
+    measures for the member the envelope names, at the quality written in the file: bit for bit untiled
+    (``--tile 0``); tiled (the default, 768x512 > one tile), to float rounding (tiling's own contract)."""
+    kodak = shared_folder("kodak")
+    images = load_images(kodak, 2)
+    members = []
+    for name, ratio, seed in (("low", 2, 1), ("high", 1, 2)):
+        bundle = perturbed_bundle(tmp_path / f"b-{name}", image_folder, ratio=ratio, seed=seed)
+        model, config, _ = load_bundle(bundle)
+        members.append((name, bundle, evaluate(model, images, [20, 50, 80], build_codec(config.codec), name)))
+    family = load_family(save_family(tmp_path / "family", members, test=str(kodak)))
+    targets = {name: point.bpp * 1.02 for name, point in family.envelope()}  # each member's top envelope rate
+    assert set(targets) == {"low", "high"}
+    model_args = ["--model", str(family.path)]
+    for name, target in targets.items():
+        assert family.member_at(target).name == name
+        for image in images:
+            out, png, tiled = (tmp_path / f"{name}-{image.name}.{end}" for end in ("jpg", "png", "t.png"))
+            argv = ["compress", str(kodak / image.name), *model_args, "--bpp", f"{target}", "--tile", "0"]
+            assert main([*argv, "-o", str(out)]) == 0
+            assert main(["decompress", str(out), *model_args, "--tile", "0", "-o", str(png)]) == 0
+            assert main(["decompress", str(out), *model_args, "-o", str(tiled)]) == 0
+            data = out.read_bytes()
+            header = read_header(data)
+            assert family.member(header.bundle).name == name
+            model, config, _ = load_bundle(family.bundle_path(family.member(header.bundle)))
+            row = evaluate_image(model, image, build_codec(config.codec), header.quality)
+            assert len(data) == row["bytes"] + len(segment(header))
+            x = image.pixels[None].float() / 255
+            ours = measure(image.name, header.quality, len(data), read_png(png), x)
+            assert (ours["msssim"], ours["psnr"]) == (row["msssim"], row["psnr"])
+            assert (read_png(tiled) - read_png(png)).abs().max() <= 1 / 255 + 1e-6
+            assert measure(image.name, 0, len(data), read_png(tiled), x)["msssim"] == pytest.approx(
+                row["msssim"], abs=1e-5
+            )

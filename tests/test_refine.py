@@ -16,7 +16,7 @@ from shrink.compression.family import load_family
 from shrink.dashboards.cache import CurveCache
 from shrink.dashboards.refined import ENVELOPE, get_refined_info, render_refined
 from shrink.search.cli import main
-from shrink.search.refine import rank_agreement, refine_spec
+from shrink.search.refine import rank_agreement, refine_spec, spread_over_rate
 from shrink.search.spec import load_spec
 from shrink.search.study import PARENT_STUDY_ATTR, PARENT_TRIAL_ATTR, TEST_CURVE_ATTR, stored_spec
 
@@ -105,6 +105,29 @@ def test_refined_trials_keep_their_params_are_tested_once_and_export_as_a_family
         assert [p.to_dict() for p in member.curve.points] == stored
 
 
+def rated_trial(number: int, bpp: float, gain: float) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(
+        values=[bpp, 1.0], user_attrs={"rd_point": {"dev_bpp": bpp, "dev_gain_db": gain}}
+    )
+    trial.number = number
+    return trial
+
+
+def test_spread_over_rate_keeps_both_ends_and_even_steps_between():
+    rates = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2]
+    gains = [0.1, 0.4, 0.2, 0.9, 0.3, 0.5]
+    trials = [rated_trial(n, bpp, gain) for n, (bpp, gain) in enumerate(zip(rates, gains, strict=True))]
+    pick = lambda n: [t.number for t in spread_over_rate(trials, n)]  # noqa: E731
+    # by rate: 1 (0.1), 5 (0.2), 3 (0.3), 0 (0.5), 4 (0.7), 2 (0.9)
+    assert pick(2) == [1, 2]  # the lowest and the highest rate
+    assert pick(3) == [1, 2, 3]  # positions 0, 2.5 -> 2 (rounded to even), 5
+    assert pick(4) == [0, 1, 2, 3]  # positions 0, 1.67 -> 2, 3.33 -> 3, 5
+    assert pick(1) == [3]  # the highest dev gain
+    assert pick(6) == pick(9) == list(range(6))
+    with pytest.raises(ValueError, match="at least 1"):
+        spread_over_rate(trials, 0)
+
+
 def test_refine_refuses_what_it_cannot_do_with_one_line(tmp_path: Path, image_folder: Path, capsys):
     missing = tmp_path / "nowhere"
     spec = write_spec(tmp_path / "toy.toml", image_folder, n_trials=1, extra=REFINE.format(images=missing))
@@ -120,6 +143,8 @@ def test_refine_refuses_what_it_cannot_do_with_one_line(tmp_path: Path, image_fo
     assert str(missing) in err and err.count("\n") == 1
     assert main(["refine", "--storage", url, "--study-name", "toy", "--trials", "7"]) == 2
     assert "no trial number 7" in capsys.readouterr().err
+    assert main(["refine", "--storage", url, "--study-name", "toy", "--pareto", "--max-trials", "0"]) == 2
+    assert "--max-trials: must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["refine", "--storage", url, "--study-name", "toy", "--status"]) == 2
     assert "not a refine study" in capsys.readouterr().err
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["toy"]  # nothing half-made

@@ -145,7 +145,8 @@ def test_relative_data_folders_resolve_against_the_spec_and_preset_files(tmp_pat
 def test_demo_spec_resolves_preset_base_data_and_budget():
     resolved = load_spec(STUDIES / "demo.toml")
     spec, config = resolved.spec, resolved.base_config
-    assert spec.name == "demo" and spec.budget.n_trials == 10
+    assert spec.name == "demo" and spec.budget.n_trials == 8
+    assert (spec.refine.epochs, spec.refine.steps_per_epoch, spec.test.data) == (6, 40, "samples:test")
     # [budget] wins over the preset (epochs = 6, steps_per_epoch = 40 there); [base] tables merge into it
     assert (config.training.epochs, config.training.steps_per_epoch) == (4, 30)
     assert config.training.time_budget_s == 120

@@ -20,6 +20,7 @@ from PIL import Image
 from shrink.compression.bundle import load_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.evaluate import evaluate
+from shrink.compression.family import load_family
 from shrink.compression.metrics import msssim_db
 from shrink.compression.rd import RDCurve, RDPoint, gain_at_rate, operating_gain, operating_point
 from shrink.compression.trainer import load_dev_images
@@ -31,7 +32,15 @@ from shrink.search.results import format_front, front_rows
 from shrink.search.space import distributions
 from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
-from shrink.search.study import DEV_FINGERPRINT_ATTR, DEV_JPEG_ATTR, DevSetMismatch, attach, create
+from shrink.search.study import (
+    DEV_FINGERPRINT_ATTR,
+    DEV_JPEG_ATTR,
+    PARENT_TRIAL_ATTR,
+    TEST_CURVE_ATTR,
+    DevSetMismatch,
+    attach,
+    create,
+)
 from shrink.search.trial_runner import original_number
 
 from .conftest import textured_image
@@ -314,24 +323,39 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_resumed_from_its_checkpo
 
 
 @pytest.mark.slow
-def test_demo_runs_a_small_study_end_to_end(tmp_path, capsys):
+def test_demo_runs_the_whole_path_end_to_end_and_resumes_without_training_again(tmp_path, capsys):
+    """search -> refine of the front (spread over rate) -> test on the held-out photos -> family."""
     from shrink.search.cli.demo import main as demo_main
 
     spec = Path(__file__).resolve().parents[1] / "studies" / "demo.toml"
-    overrides = ["budget.n_trials=2", "budget.epochs=2", "budget.steps_per_epoch=5", "data.dev_max_images=1"]
-    argv = ["--spec", str(spec), "--out", str(tmp_path / "demo"), "--no-report"]
+    overrides = ["budget.n_trials=3", "budget.epochs=2", "budget.steps_per_epoch=5", "data.dev_max_images=1"]
+    overrides += ["refine.epochs=2", "refine.steps_per_epoch=6", "test.qualities=[30, 70]"]
+    argv = ["--spec", str(spec), "--out", str(tmp_path / "demo"), "--no-report", "--refine", "2"]
     for item in overrides:
         argv += ["--set", item]
     assert demo_main(argv) == 0
     out = capsys.readouterr().out
-    assert "Pareto front (" in out and "JPEG @bpp" in out
+    assert "Pareto front (" in out and "JPEG @bpp" in out and "created study 'demo-refine'" in out
+    assert "family BD-rate vs JPEG on samples:test (msssim_db)" in out
     bundles = list((tmp_path / "demo" / "bundles").iterdir())
     assert len(bundles) == 1 and (bundles[0] / "manifest.json").is_file()
-    study = load(f"sqlite:///{tmp_path / 'demo' / 'study.db'}", "demo")
-    assert len(study.trials) == 2
-    # a second run attaches to the finished study and runs nothing more
+    url = f"sqlite:///{tmp_path / 'demo' / 'study.db'}"
+    study, child = load(url, "demo"), load(url, "demo-refine")
+    assert len(study.trials) == 3
+    front = {t.number for t in study.best_trials}
+    refined = child.get_trials(states=(TrialState.COMPLETE,))
+    assert len(child.trials) == len(refined) == min(2, len(front))
+    assert {t.user_attrs[PARENT_TRIAL_ATTR] for t in refined} <= front
+    for trial in refined:
+        assert [p["quality"] for p in trial.user_attrs[TEST_CURVE_ATTR]["points"]] == [30, 70]
+        assert trial.user_attrs["epochs"][-1]["step"] == 12  # [refine]: 2 epochs x 6 steps
+    family = load_family(tmp_path / "demo" / "family")
+    assert {m.name for m in family.members} <= {f"trial-{t.number:05d}" for t in refined}
+    assert family.test == "stored"
+    # a second run attaches to both finished studies and trains nothing more
     assert demo_main(argv) == 0
-    assert len(load(f"sqlite:///{tmp_path / 'demo' / 'study.db'}", "demo").trials) == 2
+    assert "continuing study 'demo-refine'" in capsys.readouterr().out
+    assert (len(load(url, "demo").trials), len(load(url, "demo-refine").trials)) == (3, len(refined))
 
 
 def test_launch_keeps_the_storage_url_out_of_worker_command_lines():

@@ -42,6 +42,13 @@ def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv) -> int:
     """Parse ``argv`` and run; user errors become one line on stderr and exit code 2, never a traceback."""
     try:

@@ -1,5 +1,5 @@
-"""shrink refine --storage URL --study-name N (--pareto | --trials T [T ...]) [--budget SECONDS]
-                [--child-name NAME]
+"""shrink refine --storage URL --study-name N (--pareto | --trials T [T ...]) [--max-trials K]
+                [--budget SECONDS] [--child-name NAME]
 
 Creates the child study that retrains the chosen trials at the spec's [refine] fidelity; run it with
 ``shrink worker`` / ``shrink launch`` like any study. With ``--status`` it prints, for an existing child
@@ -14,7 +14,7 @@ from shrink.search.refine import create_refine_study, rank_agreement
 from shrink.search.storage import redact
 from shrink.search.study import PARENT_STUDY_ATTR
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, positive_int, run_command
 from .compress import positive_float
 from .export import load_study
 
@@ -36,6 +36,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--budget", type=positive_float, metavar="SECONDS", help="per-trial time budget over [refine]'s"
     )
+    parser.add_argument(
+        "--max-trials",
+        type=positive_int,
+        metavar="K",
+        help="refine at most K of the chosen trials, evenly spread over their dev rate",
+    )
     parser.add_argument("--child-name", help="default: <study-name>-refine")
     return parser
 
@@ -44,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study_name)
     if args.status:
         return print_status(study)
-    handle = create_refine_study(args.storage, study, args.trials, args.child_name, args.budget)
+    handle = create_refine_study(
+        args.storage, study, args.trials, args.child_name, args.budget, args.max_trials
+    )
     budget = handle.spec.spec.budget
     print(
         f"created study {handle.study.study_name!r} in {redact(args.storage)}: {budget.n_trials} trials of "
