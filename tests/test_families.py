@@ -400,6 +400,27 @@ def test_the_shipped_studies_search_and_build_every_family(name: str, directions
     assert {com for _, com in families} == {"residual", "car"}
 
 
+def test_the_cpu_study_searches_the_presets_family_and_switches_the_comcnn_off_with_its_parameters():
+    """studies/cpu.toml: the preset's residual pixel-shuffle RecCNN at one quality per trial; the ComCNN's
+    parameters are drawn only for trials that train it (rec_warmup_epochs 2, not the RecCNN-only 64)."""
+    spec = load_spec(REPO / "studies" / "cpu.toml")
+    com_params = {"model.comcnn.depth", "model.comcnn.width", "loss.alpha_com", "optim_com.lr"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    warmups = set()
+    for _ in range(12):
+        trial = study.ask()
+        params = suggest(trial, spec)
+        config = config_for(spec, params)
+        study.tell(trial, 0.0)
+        build_model(config.model)
+        rec = config.model.reccnn
+        assert (rec.family, rec.upsample, rec.quality_input) == ("residual", "pixelshuffle", False)
+        warmups.add(config.training.rec_warmup_epochs)
+        assert (com_params <= set(params)) == (config.training.rec_warmup_epochs == 2)
+        assert com_params <= set(params) or not com_params & set(params)  # all or none
+    assert warmups == {2, 64}
+
+
 @pytest.mark.parametrize(
     ("rec", "com", "mode"),
     [
