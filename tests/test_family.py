@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.bundle import BundleError, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import config_from_dict
@@ -19,7 +20,7 @@ from shrink.compression.data import load_images, read_image
 from shrink.compression.evaluate import evaluate, evaluate_image
 from shrink.compression.family import MEMBERS, load_family, save_family
 from shrink.compression.models import build_model
-from shrink.compression.rd import RDCurve, RDPoint, measure
+from shrink.compression.rd import RDCurve, RDPoint, measure, save_curves
 from shrink.search.cli import main
 from shrink.search.study import TEST_CURVE_ATTR
 
@@ -32,7 +33,9 @@ HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
 
 
 def curve(name: str, points: list[tuple[float, float]]) -> RDCurve:
-    return RDCurve(name, [RDPoint(q, r, 1 - 10 ** (-db / 10), db, 30.0) for q, (r, db) in enumerate(points)])
+    """MS-SSIM dB as given; PSNR rises with it (20 dB above)."""
+    points = [RDPoint(q, r, 1 - 10 ** (-db / 10), db, 20 + db) for q, (r, db) in enumerate(points)]
+    return RDCurve(name, points)
 
 
 def perturbed_bundle(path: Path, image_folder: Path, ratio: int, seed: int) -> Path:
@@ -121,6 +124,29 @@ def test_a_family_needs_bpp_and_refuses_an_altered_member(family: Path, photo: P
         load_family(family)
     assert main(["compress", str(photo), "--model", str(family), "--bpp", "1.0", "-o", str(out)]) == 2
     assert not out.exists()
+
+
+def test_bdrate_reads_a_family_as_its_envelope_and_members_against_several_anchors(
+    family: Path, tmp_path: Path, capsys
+):
+    anchors = {
+        "jpeg": curve("jpeg", [(0.4, 9.0), (1.0, 11.0), (2.5, 14.0), (5.0, 16.0)]),
+        "webp": curve("webp", [(0.3, 9.5), (0.9, 11.5), (2.0, 14.5), (4.5, 17.0)]),
+    }
+    path = tmp_path / "anchors.json"
+    save_curves(path, anchors)
+    assert main(["bdrate", str(path), str(family), "--anchor-curve", "jpeg", "webp"]) == 0
+    out = capsys.readouterr().out
+    loaded = load_family(family)
+    tests = {"family": loaded.envelope_curve(), "low": curve("low", LOW), "high": curve("high", HIGH)}
+    for name, anchor in anchors.items():
+        table = out.split(f"BD-rate vs {name} ")[1].split("BD-rate vs")[0]
+        for test, test_curve in tests.items():
+            expected = bd_rate_curves(anchor, test_curve, "msssim_db")
+            row = next(line for line in table.splitlines() if line.startswith(f"{test} "))
+            assert f"{expected:+10.2f} %" in row
+    assert main(["bdrate", str(path), str(family), "--anchor-curve", "avif"]) == 2
+    assert "has no curve 'avif'" in capsys.readouterr().err
 
 
 def test_save_family_refuses_bad_members_and_writes_nothing(tmp_path: Path, image_folder: Path):

@@ -1,21 +1,29 @@
-"""shrink bdrate ANCHOR.json TEST.json [--anchor-curve NAME] [--test-curve NAME]"""
+"""shrink bdrate ANCHOR TEST [--anchor-curve NAME [NAME ...]] [--test-curve NAME]
+
+ANCHOR and TEST are curve JSON files (shrink baselines / shrink eval) or codec family directories (shrink
+export --family), whose curves are the envelope ("family") and each member's test curve."""
 
 from __future__ import annotations
 
 import argparse
 
 from shrink.compression.bdrate import bd_rate_curves
-from shrink.compression.rd import load_curves
+from shrink.compression.family import is_family, load_family
+from shrink.compression.rd import RDCurve, load_curves
 
 from ._common import ArgumentParser, run_command
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink bdrate", description="BD-rate (%) of TEST against ANCHOR.")
-    parser.add_argument("anchor", help="JSON from shrink baselines / shrink eval")
-    parser.add_argument("test", help="JSON from shrink baselines / shrink eval")
+    parser.add_argument("anchor", help="JSON from shrink baselines / shrink eval, or a codec family")
+    parser.add_argument("test", help="JSON from shrink baselines / shrink eval, or a codec family")
     parser.add_argument(
-        "--anchor-curve", default=None, help="curve in ANCHOR (default: jpeg, or its only one)"
+        "--anchor-curve",
+        nargs="+",
+        default=[None],
+        metavar="NAME",
+        help="curve(s) in ANCHOR, one table each (default: jpeg, or its only one)",
     )
     parser.add_argument("--test-curve", default=None, help="curve in TEST (default: every curve)")
     return parser
@@ -32,16 +40,26 @@ def pick(curves: dict, name: str | None, path: str, default: str | None = None) 
     return [curves[name]]
 
 
+def curves_at(path: str) -> dict[str, RDCurve]:
+    """The curves of a JSON file, or of a codec family: its envelope ("family"), then each member's."""
+    if not is_family(path):
+        return load_curves(path)
+    family = load_family(path)
+    return {"family": family.envelope_curve(), **{m.name: m.curve for m in family.members}}
+
+
 def run(args: argparse.Namespace) -> int:
-    [anchor] = pick(load_curves(args.anchor), args.anchor_curve, args.anchor, default="jpeg")
-    tests = pick(load_curves(args.test), args.test_curve, args.test)
-    print(f"BD-rate vs {anchor.name} (negative = fewer bytes)   MS-SSIM dB     PSNR")
-    for curve in tests:
-        if curve.name == anchor.name and len(tests) > 1:
-            continue
-        ms = bd_rate_curves(anchor, curve, "msssim_db")
-        ps = bd_rate_curves(anchor, curve, "psnr")
-        print(f"{curve.name:<40} {ms:+10.2f} % {ps:+8.2f} %")
+    anchors = curves_at(args.anchor)
+    tests = pick(curves_at(args.test), args.test_curve, args.test)
+    for name in args.anchor_curve:
+        [anchor] = pick(anchors, name, args.anchor, default="jpeg")
+        print(f"BD-rate vs {anchor.name} (negative = fewer bytes)   MS-SSIM dB     PSNR")
+        for curve in tests:
+            if curve.name == anchor.name and len(tests) > 1:
+                continue
+            ms = bd_rate_curves(anchor, curve, "msssim_db")
+            ps = bd_rate_curves(anchor, curve, "psnr")
+            print(f"{curve.name:<40} {ms:+10.2f} % {ps:+8.2f} %")
     return 0
 
 
