@@ -377,6 +377,18 @@ def test_a_spec_samples_per_family_parameters_into_valid_configs(tmp_path: Path)
     assert len(seen) >= 8
 
 
+def sampled_configs(spec, n: int, seed: int):
+    """(params, config) of ``n`` random trials of ``spec``; each config's model is built."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        params = suggest(trial, spec)
+        config = config_for(spec, params)
+        study.tell(trial, 0.0)
+        build_model(config.model)
+        yield params, config
+
+
 @pytest.mark.parametrize(("name", "directions"), [("arch.toml", 3), ("paper.toml", 2)])
 def test_the_shipped_studies_search_and_build_every_family(name: str, directions: int):
     """arch.toml (CPU sizes) has the decoder cost as its third objective; paper.toml (GPU sizes) has the
@@ -384,14 +396,8 @@ def test_the_shipped_studies_search_and_build_every_family(name: str, directions
     spec = load_spec(REPO / "studies" / name)
     assert spec.spec.space["model.reccnn.family"].choices == ["plain", "residual", "unet"]
     assert len(spec.spec.objective.directions_and_names[0]) == directions
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     families = set()
-    for _ in range(16):
-        trial = study.ask()
-        params = suggest(trial, spec)
-        config = config_for(spec, params)
-        study.tell(trial, 0.0)
-        build_model(config.model)
+    for params, config in sampled_configs(spec, 16, seed=0):
         family = config.model.reccnn.family
         families.add((family, config.model.comcnn.family))
         assert ("model.reccnn.levels" in params) == (family == "unet")
@@ -405,14 +411,8 @@ def test_the_cpu_study_searches_the_presets_family_and_switches_the_comcnn_off_w
     parameters are drawn only for trials that train it (rec_warmup_epochs 2, not the RecCNN-only 64)."""
     spec = load_spec(REPO / "studies" / "cpu.toml")
     com_params = {"model.comcnn.depth", "model.comcnn.width", "loss.alpha_com", "optim_com.lr"}
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     warmups = set()
-    for _ in range(12):
-        trial = study.ask()
-        params = suggest(trial, spec)
-        config = config_for(spec, params)
-        study.tell(trial, 0.0)
-        build_model(config.model)
+    for params, config in sampled_configs(spec, 12, seed=1):
         rec = config.model.reccnn
         assert (rec.family, rec.upsample, rec.quality_input) == ("residual", "pixelshuffle", False)
         warmups.add(config.training.rec_warmup_epochs)
