@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 from shrink.compression.data import load_images
 from shrink.compression.family import Member, envelope
 from shrink.compression.rd import RDCurve
-from shrink.search.refine import RankAgreement, rank_agreement
+from shrink.search.refine import FIDELITY_FIELDS, RankAgreement, fidelity, rank_agreement
 from shrink.search.spec import ResolvedSpec
-from shrink.search.study import PARENT_STUDY_ATTR, TEST_CURVE_ATTR
+from shrink.search.study import PARENT_STUDY_ATTR, SEARCH_FIDELITY_ATTR, TEST_CURVE_ATTR
 
 from . import html, plots
 from .cache import CurveCache
@@ -37,6 +37,7 @@ class RefinedInfo:
     baselines: dict[str, RDCurve] = field(default_factory=dict)
     bd_rows: list[BDRateRow] = field(default_factory=list)
     agreement: RankAgreement | None = None
+    fidelity: list[tuple[str, str, str]] = field(default_factory=list)  # (field, search, refined) as text
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -53,6 +54,9 @@ def get_refined_info(
         info.notes.append("not a refine study: `shrink refine --pareto` retrains a search's front as one")
         return info
     info.agreement = rank_agreement(study)
+    search = study.user_attrs.get(SEARCH_FIDELITY_ATTR)  # absent: a refine study made before it was stored
+    refined = fidelity(spec) if spec is not None else None
+    info.fidelity = [(name, _at(search, name), _at(refined, name)) for name in FIDELITY_FIELDS]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if TEST_CURVE_ATTR in trial.user_attrs:
             curve = RDCurve.from_dict(trial.user_attrs[TEST_CURVE_ATTR])
@@ -79,6 +83,9 @@ def get_refined_info(
 
 def render_refined(info: RefinedInfo) -> str:
     parts = [html.note(n) for n in info.notes]
+    if info.fidelity:
+        rows = [list(row) for row in info.fidelity]
+        parts.append(html.table(["training fidelity", "search ([budget])", "refined ([refine])"], rows))
     if info.members:
         parts.append(
             html.paragraph(
@@ -99,3 +106,9 @@ def render_refined(info: RefinedInfo) -> str:
         text = "n/a (needs 3 refined trials)" if rho is None else f"{rho:+.3f}"
         parts.append(html.paragraph(f"Spearman ρ between search-fidelity and refined dev gain: {text}"))
     return "\n".join(parts)
+
+
+def _at(values: dict | None, name: str) -> str:
+    if values is None:
+        return "unknown"
+    return "none" if values.get(name) is None else str(values[name])

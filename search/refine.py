@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +31,7 @@ from .study import (
     PARENT_STUDY_ATTR,
     PARENT_TRIAL_ATTR,
     PARENT_VALUES_ATTR,
+    SEARCH_FIDELITY_ATTR,
     StudyHandle,
     create,
     stored_spec,
@@ -48,6 +50,15 @@ def refine_spec(spec: ResolvedSpec, n_trials: int, trial_time_s: float | None = 
     base = spec.base_config.model_dump(mode="json")
     base["training"].update(new_spec.budget.training_fields())
     return ResolvedSpec(spec=new_spec, base_config=type(spec.base_config).model_validate(base))
+
+
+FIDELITY_FIELDS = ("epochs", "steps_per_epoch", "crop", "batch_size", "time_budget_s")
+
+
+def fidelity(spec: ResolvedSpec) -> dict[str, Any]:
+    """What a spec's trials train for: the base config's training fields that [budget] / [refine] set."""
+    training = spec.base_config.training
+    return {name: getattr(training, name) for name in FIDELITY_FIELDS}
 
 
 def ticket_for(parent: optuna.Study, trial: FrozenTrial) -> tuple[dict, dict]:
@@ -96,7 +107,8 @@ def create_refine_study(
     tickets = [ticket_for(parent, trial) for trial in trials]
     name = child_name or f"{parent.study_name}-refine"
     child = refine_spec(spec, len(trials), trial_time_s)
-    return create(child, url, name, tickets, {PARENT_STUDY_ATTR: parent.study_name})
+    attrs = {PARENT_STUDY_ATTR: parent.study_name, SEARCH_FIDELITY_ATTR: fidelity(spec)}
+    return create(child, url, name, tickets, attrs)
 
 
 def measure_test_curve(spec: ResolvedSpec, checkpoint: str, name: str) -> RDCurve | None:

@@ -33,6 +33,7 @@ TEST_CURVE_ATTR = "test_curve"  # a refined trial's RD curve on [test].data (RDC
 PARENT_STUDY_ATTR = "parent_study"  # a refined trial's (and a refine study's) parent study name
 PARENT_TRIAL_ATTR = "parent_trial"  # a refined trial's parent trial number
 PARENT_VALUES_ATTR = "parent_values"  # the parent trial's values and dev gain at search fidelity
+SEARCH_FIDELITY_ATTR = "search_fidelity"  # a refine study's parent's training fidelity (refine.fidelity)
 DECODER_LIMIT_ATTR = "decoder_over_limit"  # a trial pruned untrained: {decoder_macs_per_pixel, max}
 OBJECTIVES = OBJECTIVE_MODES  # objective.mode -> (directions, metric names); see objectives() for the study's
 

@@ -18,7 +18,13 @@ from shrink.dashboards.refined import ENVELOPE, get_refined_info, render_refined
 from shrink.search.cli import main
 from shrink.search.refine import rank_agreement, refine_spec, spread_over_rate
 from shrink.search.spec import load_spec
-from shrink.search.study import PARENT_STUDY_ATTR, PARENT_TRIAL_ATTR, TEST_CURVE_ATTR, stored_spec
+from shrink.search.study import (
+    PARENT_STUDY_ATTR,
+    PARENT_TRIAL_ATTR,
+    SEARCH_FIDELITY_ATTR,
+    TEST_CURVE_ATTR,
+    stored_spec,
+)
 
 from .test_study import load, write_spec
 
@@ -92,7 +98,13 @@ def test_refined_trials_keep_their_params_are_tested_once_and_export_as_a_family
     assert {name for name, _ in info.envelope_points} <= set(info.members)
     assert {row.test for row in info.bd_rows} == {ENVELOPE, *info.members}
     assert {row.anchor for row in info.bd_rows} == {"jpeg", "down2-jpeg", "webp", "avif", "jpegli", "jpegxl"}
-    assert "Spearman ρ between search-fidelity and refined dev gain: n/a" in render_refined(info)
+    page = render_refined(info)
+    assert "Spearman ρ between search-fidelity and refined dev gain: n/a" in page
+    search = stored_spec(parent).base_config.training
+    fidelity = {name: (searched, refined) for name, searched, refined in info.fidelity}
+    assert fidelity["crop"] == (str(search.crop), "64") and fidelity["epochs"] == (str(search.epochs), "3")
+    assert child.user_attrs[SEARCH_FIDELITY_ATTR]["steps_per_epoch"] == search.steps_per_epoch
+    assert f"<td class=name>crop</td><td>{search.crop}</td><td>64</td>" in page
 
     out = tmp_path / "family"
     export = ["export", "--storage", url, "--study-name", "toy-refine", "--trial", "0", "1"]
