@@ -33,20 +33,13 @@ from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
 from shrink.compression.tiling import DEFAULT_TILE, compact_image, tilings
 
-from ._common import ArgumentParser, output_file_or_dir, run_command
+from ._common import ArgumentParser, output_file_or_dir, positive_float, run_command
 
 
 def quality_arg(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 100:
         raise argparse.ArgumentTypeError(f"quality must be in 1..100, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 

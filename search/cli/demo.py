@@ -45,24 +45,23 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_study(url: str, name: str) -> StudyHandle:
+def run_study(url: str, handle: StudyHandle) -> None:
     """Run the study's workers to its budget (a finished study: nothing to run)."""
-    handle = attach(url, name)
     budget = handle.spec.spec.budget.n_trials
     progress = lambda trial: print(f"-- {trials_used(handle.study)}/{budget} trials used")  # noqa: E731
     run_root = default_run_root(url)
     Worker(handle, run_root, log=print, **dashboard_hooks(handle, run_root, then=progress)).run()
-    return handle
 
 
 def search(args: argparse.Namespace, spec: ResolvedSpec, url: str, name: str) -> StudyHandle:
     try:
-        attach(url, name, spec)
+        handle = attach(url, name, spec)
         print(f"continuing study {name!r} in {url}")
     except StorageError:
         create(spec, url, name)
+        handle = attach(url, name, spec)
         print(f"created study {name!r} in {url}")
-    handle = run_study(url, name)
+    run_study(url, handle)
     rows = front_rows(handle.study, handle.dev_jpeg)
     print(f"\nPareto front ({len(rows)} trials) beside the dev JPEG curve at the same bpp:")
     print(format_front(rows))
@@ -78,12 +77,13 @@ def refine(args: argparse.Namespace, url: str, parent: StudyHandle) -> StudyHand
     """Refine ``--refine`` front members as the child study, run it, and export it as a codec family."""
     name = f"{parent.study.study_name}-refine"
     try:
-        attach(url, name)
+        handle = attach(url, name)
         print(f"\ncontinuing study {name!r}")
     except StorageError:
         create_refine_study(url, parent.study, child_name=name, max_trials=args.refine)
+        handle = attach(url, name)
         print(f"\ncreated study {name!r}: the front refined at [refine], tested on [test]")
-    handle = run_study(url, name)
+    run_study(url, handle)
     print_status(handle.study)
     test = handle.spec.spec.test.data
     family_dir = Path(args.out) / "family"
