@@ -23,7 +23,7 @@ from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.config import load_config
 from shrink.compression.files import atomic_write_text
 from shrink.compression.rd import RDCurve, RDPoint
-from shrink.compression.trainer import Trainer
+from shrink.compression.trainer import Trainer, best_record
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
@@ -38,7 +38,7 @@ def run_arm(config_path: str, overrides: list[str], out: Path) -> dict:
     trainer = Trainer(config, out, log=lambda line: print(f"  {line}", flush=True))
     start = time.monotonic()
     history = trainer.run().history
-    best = max(history, key=lambda record: record.dev_gain_db)
+    best = best_record(history, config.training.judge)  # the epoch best.ckpt holds
     best_curve = RDCurve("best", [RDPoint.from_dict(point) for point in best.dev_points])
     judged = [record for record in history if record.com_baseline_gain_db is not None]
     return {
@@ -46,6 +46,7 @@ def run_arm(config_path: str, overrides: list[str], out: Path) -> dict:
         "steps": trainer.step,
         "best_epoch": best.epoch,
         "best_gain_db": best.dev_gain_db,
+        "best_rate_pct": 100 * best.dev_rate_change,  # the discrete dev BD-rate training.judge = "rate" uses
         "dev_bd_rate": bd_rate_curves(trainer.dev_jpeg, best_curve, "msssim_db"),
         "dev_bd_rate_psnr": bd_rate_curves(trainer.dev_jpeg, best_curve, "psnr"),
         "com_turns_judged": len(judged),
@@ -84,6 +85,7 @@ COLUMNS = (  # (title, key, format)
     ("dev BD-rate", "dev_bd_rate", "{:.2f}%"),
     ("(PSNR)", "dev_bd_rate_psnr", "{:.2f}%"),
     ("best gain", "best_gain_db", "{:+.3f} dB"),
+    ("best rate", "best_rate_pct", "{:+.2f}%"),
     ("judged", "com_turns_judged", "{}"),
     ("rolled back", "com_turns_rolled_back", "{}"),
     ("time", "seconds", "{:.0f} s"),
@@ -93,7 +95,8 @@ COLUMNS = (  # (title, key, format)
 def print_table(summary: dict) -> None:
     print("\n" + f"{'arm':<20}" + "".join(f"{title:>13}" for title, _, _ in COLUMNS))
     for name, row in summary.items():
-        print(f"{name:<20}" + "".join(f"{fmt.format(row[key]):>13}" for _, key, fmt in COLUMNS))
+        cells = (fmt.format(row[key]) if key in row else "-" for _, key, fmt in COLUMNS)  # older summaries
+        print(f"{name:<20}" + "".join(f"{cell:>13}" for cell in cells))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def main() -> None:
     trainer = Trainer(config, "runs/bench-step-overhead", log=lambda _: None)
     real_round_trip = trainer.channel.round_trip
     x = trainer.sampler.sample(config.training.batch_size).to(trainer.device)
-    print(f"preset {args.config}: batch {tuple(x.shape)}, gradient mode {config.training.gradient_mode}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"preset {args.config}: batch {tuple(x.shape)}, gradient mode {config.training.gradient_mode}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for name, step in (("RecCNN step", trainer.rec_step), ("ComCNN step", trainer.com_step)):
         real, identity = [], []
         for _ in range(2):  # warm-up both paths
@@ -57,8 +59,10 @@ def main() -> None:
             identity.append(timed(step, x))
         trainer.channel.round_trip = real_round_trip
         ratio = statistics.median(r / i for r, i in zip(real, identity, strict=True))
-        print(f"{name}: real JPEG {statistics.median(real) * 1e3:7.1f} ms, identity codec "
-              f"{statistics.median(identity) * 1e3:7.1f} ms, ratio {ratio:.3f} (median of paired runs)")
+        print(
+            f"{name}: real JPEG {statistics.median(real) * 1e3:7.1f} ms, identity codec "
+            f"{statistics.median(identity) * 1e3:7.1f} ms, ratio {ratio:.3f} (median of paired runs)"
+        )
     trainer.channel.close()
 
 

@@ -181,7 +181,12 @@ class GuardConfig(Strict):
         description="judge a ComCNN turn once the RecCNN has had its next turn, or at the turn's end",
     )
     lr_cut: float = Field(0.5, gt=0.0, le=1.0, description="ComCNN lr multiplier after a rolled-back turn")
-    tolerance_db: float = Field(0.0, ge=0.0, description="a turn may lower the dev gain by this much")
+    tolerance_db: float = Field(
+        0.0, ge=0.0, description="judge 'gain': a turn may lower the dev gain by this many dB"
+    )
+    tolerance_pct: float = Field(
+        0.0, ge=0.0, description="judge 'rate': a turn may raise the dev rate by this many % of JPEG's"
+    )
 
 
 class TrainingConfig(Strict):
@@ -195,6 +200,12 @@ class TrainingConfig(Strict):
     crop: int = Field(128, ge=16)
     time_budget_s: float | None = Field(None, gt=0.0, description="stop (and checkpoint) after this long")
     guard: GuardConfig = GuardConfig()
+    judge: Literal["gain", "rate"] = Field(
+        "gain",
+        description="what picks the best epoch and judges ComCNN turns: 'gain', the dev gain over JPEG in "
+        "dB at each point's rate; 'rate', the dev rate against JPEG at each point's MS-SSIM (a discrete "
+        "BD-rate: extra bytes always cost, also below JPEG's lowest rate)",
+    )
 
     @model_validator(mode="after")
     def _crop_fits_codec_blocks(self) -> TrainingConfig:
@@ -244,6 +255,15 @@ class TrainConfig(Strict):
     device: DeviceConfig = DeviceConfig()
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _crop_fits_ratio(self) -> TrainConfig:
+        if self.training.crop % self.model.ratio:
+            raise ValueError(
+                f"training.crop = {self.training.crop} is not a multiple of model.ratio = {self.model.ratio} "
+                "(a crop is downscaled whole)"
+            )
+        return self
+
 
 class ConfigError(ValueError):
     """A preset or override that does not validate; the message names the field path."""
@@ -251,9 +271,10 @@ class ConfigError(ValueError):
 
 def format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    path = ".".join(str(part) for part in first["loc"]) or "<root>"
+    path = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{path}: {first['msg']}{more}"
+    return f"{path}: {message}{more}" if path else f"{message}{more}"  # a whole-config check names its fields
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

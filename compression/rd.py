@@ -224,6 +224,47 @@ def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> flo
     return float(PchipInterpolator(log_rates, means)(log_rate))
 
 
+def rate_at_metric(curve: RDCurve, value: float, metric: str = "msssim_db") -> float:
+    """The bpp at which ``curve`` reaches ``value`` of ``metric``: PCHIP of log(bpp) over the metric, through
+    the curve's efficient points (each one above every cheaper point: a point that costs more for no more
+    quality never sets the rate), clamped to the end rates outside their range, as :func:`metric_at_rate`.
+    """
+    rates, values = curve.values(metric)
+    if len(rates) == 0:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    if np.any(rates <= 0) or not np.all(np.isfinite(values)):
+        raise ValueError(f"curve {curve.name!r}: rates must be > 0 and {metric} finite")
+    order = np.lexsort((-values, rates))  # by rate; at equal rates the best value first
+    efficient_rates, efficient_values = [], []
+    for rate, reached in zip(rates[order], values[order], strict=True):
+        if not efficient_values or reached > efficient_values[-1]:
+            efficient_rates.append(rate)
+            efficient_values.append(reached)
+    if len(efficient_values) == 1 or value <= efficient_values[0]:
+        return float(efficient_rates[0])
+    if value >= efficient_values[-1]:
+        return float(efficient_rates[-1])
+    log_rate = PchipInterpolator(np.array(efficient_values), np.log(efficient_rates))(value)
+    return float(math.exp(log_rate))
+
+
+def operating_rate_change(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
+    """A model's rate against an anchor at equal quality, the horizontal twin of :func:`operating_gain`:
+    ``exp(mean over points of ln(bpp / anchor bpp at the point's metric)) - 1``, so -0.25 means a quarter
+    fewer bytes than the anchor for the same quality. It is a discrete BD-rate (the mean log-rate ratio that
+    BD-rate integrates), defined from one point on.
+
+    The gain in dB misjudges bytes wherever the anchor is flat or measured no lower: below JPEG's lowest
+    rate the anchor is clamped, so there a point's extra bytes cost nothing. At equal quality every byte
+    counts, and a trained model's qualities lie well inside JPEG's (q1 to q100)."""
+    if not curve.points:
+        raise ValueError(f"curve {curve.name!r} has no points")
+    log_ratios = [
+        math.log(point.bpp / rate_at_metric(anchor, getattr(point, metric), metric)) for point in curve.points
+    ]
+    return float(math.expm1(np.mean(log_ratios)))
+
+
 def gain_over(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
     """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate): for MS-SSIM dB,
     a trial's gain (:func:`operating_gain`)."""

@@ -7,9 +7,11 @@ callback), then checkpoint state. JPEG is not differentiable, so the nets altern
   the rate proxy (``loss.com_loss``: a weighted mixture, or the dev gain's own units, dB against ln-rate),
   plus fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
 The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.judge``):
-the dev gain over JPEG at matched bpp is measured with the new ComCNN and again with the ComCNN from before
-the turn, both behind the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its
-learning rate is cut (``training.guard``). ``judge = "immediate"`` judges at the turn's end instead.
+the dev score (``training.judge``: the gain over JPEG in dB at matched bpp, or the rate against JPEG at
+matched MS-SSIM) is measured with the new ComCNN and again with the ComCNN from before the turn, both behind
+the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its learning rate is cut
+(``training.guard``). ``judge = "immediate"`` judges at the turn's end instead. The same score picks
+``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load
 from .evaluate import evaluate
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
 from .models import build_model
-from .rd import RDCurve, RDPoint, operating_gain, operating_point
+from .rd import RDCurve, RDPoint, operating_gain, operating_point, operating_rate_change
 
 DEV_JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
@@ -71,6 +73,21 @@ class EpochRecord:
     com_baseline_gain_db: float | None = None  # judged epochs: the gain with the ComCNN from before its turn
     partial: bool = False
     dev_points: list[dict] = field(default_factory=list)
+    dev_rate_change: float | None = None  # rd.operating_rate_change vs JPEG; None in earlier checkpoints
+
+    def score(self, judge: str) -> float:
+        """Higher is better: the dev gain in dB (``judge = "gain"``) or the % of JPEG's bytes saved at equal
+        MS-SSIM (``"rate"``): what ``training.judge`` picks the best epoch by."""
+        if judge == "gain":
+            return self.dev_gain_db
+        if self.dev_rate_change is None:
+            raise ValueError(f"epoch {self.epoch} has no dev rate (recorded by an earlier version)")
+        return -100.0 * self.dev_rate_change
+
+
+def best_record(history: list[EpochRecord], judge: str) -> EpochRecord:
+    """The epoch ``best.ckpt`` holds: the highest :meth:`EpochRecord.score` (the first of equals)."""
+    return max(history, key=lambda record: record.score(judge))
 
 
 @dataclass
@@ -183,7 +200,7 @@ class Trainer:
 
         self.step = 0
         self.history: list[EpochRecord] = []
-        self.best_gain = -math.inf
+        self.best_score = -math.inf
         self.elapsed_before = 0.0
         self._reset_epoch_stats()
 
@@ -309,37 +326,45 @@ class Trainer:
         self.step += 1
 
     # ---- epoch end: dev metrics, guard, checkpoint, callback --------------------------------------------
-    def evaluate_dev(self) -> tuple[RDCurve, float]:
-        curve = evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
-        return curve, operating_gain(curve, self.dev_jpeg)
+    def evaluate_dev(self) -> RDCurve:
+        return evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
+
+    def score(self, curve: RDCurve) -> float:
+        """The dev score ``training.judge`` names (:meth:`EpochRecord.score`) of a dev curve."""
+        if self.config.training.judge == "gain":
+            return operating_gain(curve, self.dev_jpeg)
+        return -100.0 * operating_rate_change(curve, self.dev_jpeg)
 
     def _guard_due(self) -> bool:
         if self.com_pending is None:
             return False
         return self.rec_after_com or self.config.training.guard.judge == "immediate"
 
-    def _guard(self, curve: RDCurve, gain: float) -> tuple[RDCurve, float, bool, float | None]:
-        """Judge the pending ComCNN turn: (curve, gain, rolled back, gain with the ComCNN from before it)."""
+    def _guard(self, curve: RDCurve) -> tuple[RDCurve, bool, float | None]:
+        """Judge the pending ComCNN turn: (curve, rolled back, gain with the ComCNN from before it)."""
         if not self._guard_due():
-            return curve, gain, False, None
+            return curve, False, None
         guard, before, self.com_pending = self.config.training.guard, self.com_pending, None
         after = copy.deepcopy(self.model.comcnn.state_dict())
         self.model.comcnn.load_state_dict(before["model"])
-        baseline_curve, baseline = self.evaluate_dev()
-        if gain >= baseline - guard.tolerance_db:
+        baseline_curve = self.evaluate_dev()
+        baseline_gain = operating_gain(baseline_curve, self.dev_jpeg)
+        score, baseline = self.score(curve), self.score(baseline_curve)
+        rate_judged = self.config.training.judge == "rate"
+        if score >= baseline - (guard.tolerance_pct if rate_judged else guard.tolerance_db):
             self.model.comcnn.load_state_dict(after)
-            return curve, gain, False, baseline
+            return curve, False, baseline_gain
         self.opt_com.load_state_dict(before["optim"])
         self.com_lr_scale *= guard.lr_cut
+        unit = "% of JPEG's bytes saved" if rate_judged else "dB"
         self.log(
-            f"guard: the ComCNN turn gives {gain:+.3f} dB, the ComCNN before it {baseline:+.3f} dB behind "
-            f"the same RecCNN; rolled back, ComCNN lr x{self.com_lr_scale:.3g}"
+            f"guard: the ComCNN turn scores {score:+.3f}, the ComCNN before it {baseline:+.3f} ({unit}) "
+            f"behind the same RecCNN; rolled back, ComCNN lr x{self.com_lr_scale:.3g}"
         )
-        return baseline_curve, baseline, True, baseline
+        return baseline_curve, True, baseline_gain
 
     def end_epoch(self, started: float, partial: bool = False) -> EpochRecord:
-        curve, gain = self.evaluate_dev()
-        curve, gain, rolled_back, com_baseline = self._guard(curve, gain)
+        curve, rolled_back, com_baseline = self._guard(self.evaluate_dev())
         mean = operating_point(curve)
         record = EpochRecord(
             epoch=self.epoch if not partial else self.epoch + 1,
@@ -355,17 +380,19 @@ class Trainer:
             dev_msssim=mean.msssim,
             dev_msssim_db=mean.msssim_db,
             dev_psnr=mean.psnr,
-            dev_gain_db=gain,
+            dev_gain_db=operating_gain(curve, self.dev_jpeg),
             rolled_back=rolled_back,
             com_baseline_gain_db=com_baseline,
             partial=partial,
             dev_points=[point.to_dict() for point in curve.points],
+            dev_rate_change=operating_rate_change(curve, self.dev_jpeg),
         )
         self.history.append(record)
         self.dev_curve = curve
         self.save(self.out_dir / "last.ckpt")
-        if gain > self.best_gain:
-            self.best_gain = gain
+        score = record.score(self.config.training.judge)
+        if score > self.best_score:
+            self.best_score = score
             self.save(self.out_dir / "best.ckpt")
         self.log(_format_record(record))
         self._reset_epoch_stats()
@@ -437,7 +464,7 @@ class Trainer:
             "com_lr_scale": self.com_lr_scale,
             "com_pending": self.com_pending,
             "rec_after_com": self.rec_after_com,
-            "best_gain": self.best_gain,
+            "best_score": self.best_score,
             "elapsed_s": self.elapsed_before,
             "rng": rng,
             "history": json.dumps([asdict(record) for record in self.history]),
@@ -457,7 +484,7 @@ class Trainer:
         self.com_lr_scale = float(state["com_lr_scale"])
         self.com_pending = state.get("com_pending")  # absent from checkpoints of earlier versions
         self.rec_after_com = bool(state.get("rec_after_com", False))
-        self.best_gain = float(state["best_gain"])
+        self.best_score = float(state.get("best_score", state.get("best_gain")))  # "best_gain" before judges
         self.elapsed_before = float(state["elapsed_s"])
         torch.set_rng_state(state["rng"]["torch"])
         self.sampler.generator.set_state(state["rng"]["sampler"])
@@ -514,8 +541,9 @@ def _format_record(record: EpochRecord) -> str:
         if value is not None
     )
     flag = " (rolled back)" if record.rolled_back else ""
+    rate = "" if record.dev_rate_change is None else f", rate {100 * record.dev_rate_change:+.1f}%"
     return (
         f"epoch {record.epoch:3d} step {record.step:6d} [{'/'.join(record.turns)}] {losses} | dev "
         f"bpp {record.dev_bpp:.3f} MS-SSIM {record.dev_msssim:.4f} ({record.dev_msssim_db:.2f} dB) "
-        f"PSNR {record.dev_psnr:.2f} gain vs JPEG {record.dev_gain_db:+.3f} dB{flag} ({record.seconds:.0f}s)"
+        f"PSNR {record.dev_psnr:.2f} vs JPEG {record.dev_gain_db:+.3f} dB{rate}{flag} ({record.seconds:.0f}s)"
     )

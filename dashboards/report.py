@@ -25,7 +25,7 @@ from shrink.compression.data import NamedImage, load_images
 from shrink.compression.files import atomic_write_text
 from shrink.compression.rd import RDCurve, load_curves
 from shrink.compression.trainer import load_dev_images
-from shrink.search.results import FrontRow, format_macs, front_rows
+from shrink.search.results import FrontRow, format_macs, format_rate, front_rows
 from shrink.search.spec import ResolvedSpec
 from shrink.search.study import PARENT_STUDY_ATTR, stored_spec
 
@@ -214,16 +214,18 @@ def _header(data: ReportData) -> str:
 
 
 def _front_table(rows: Sequence[FrontRow]) -> str:
-    """The front beside JPEG; a decoder MACs/px column when any trial recorded its decoder's cost."""
+    """The front beside JPEG; a rate column when any trial recorded its dev rate, a decoder MACs/px column
+    when any trial recorded its decoder's cost."""
+    rates = any(r.rate_change is not None for r in rows)
     macs = any(r.decoder_macs_per_pixel is not None for r in rows)
     body = [
         [str(r.trial), f"{r.bpp:.4f}", f"{r.msssim:.4f}", f"{r.jpeg_msssim:.4f}", f"{r.gain_db:+.3f}"]
+        + ([format_rate(r.rate_change)] if rates else [])
         + ([format_macs(r.decoder_macs_per_pixel)] if macs else [])
         for r in rows
     ]
-    headers = ["trial", "bpp", "MS-SSIM", "JPEG MS-SSIM @bpp", "gain dB"] + (
-        ["decoder MACs/px"] if macs else []
-    )
+    headers = ["trial", "bpp", "MS-SSIM", "JPEG MS-SSIM @bpp", "gain dB"]
+    headers += (["rate vs JPEG @MS-SSIM"] if rates else []) + (["decoder MACs/px"] if macs else [])
     return html.table(headers, body)
 
 

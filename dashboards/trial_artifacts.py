@@ -20,6 +20,7 @@ from shrink.compression.checkpoint import model_from_checkpoint
 from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import EpochRecord, Trainer
+from shrink.search.results import format_rate
 
 from . import plots
 from .study_info import get_rd_points_info
@@ -44,6 +45,7 @@ def trial_note(trial: optuna.Trial, best: EpochRecord, wall_s: float) -> str:
         ("dev MS-SSIM", f"{best.dev_msssim:.4f} ({best.dev_msssim_db:.2f} dB)"),
         ("dev PSNR", f"{best.dev_psnr:.2f} dB"),
         ("gain over JPEG at matched bpp", f"{best.dev_gain_db:+.3f} dB"),
+        ("rate against JPEG at matched MS-SSIM", format_rate(best.dev_rate_change)),
         ("training time", f"{wall_s:.0f} s"),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)

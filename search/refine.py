@@ -26,7 +26,8 @@ from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import RDCurve
 
 from .export import chosen_trials
-from .spec import ResolvedSpec, SpecError, StudySpec
+from .space import config_for
+from .spec import ResolvedSpec, SpecError, StudySpec, validate_config
 from .study import (
     PARENT_STUDY_ATTR,
     PARENT_TRIAL_ATTR,
@@ -49,7 +50,7 @@ def refine_spec(spec: ResolvedSpec, n_trials: int, trial_time_s: float | None = 
     new_spec = StudySpec.model_validate(data)
     base = spec.base_config.model_dump(mode="json")
     base["training"].update(new_spec.budget.training_fields())
-    return ResolvedSpec(spec=new_spec, base_config=type(spec.base_config).model_validate(base))
+    return ResolvedSpec(spec=new_spec, base_config=validate_config(base, "refine"))
 
 
 FIDELITY_FIELDS = ("epochs", "steps_per_epoch", "crop", "batch_size", "time_budget_s")
@@ -107,6 +108,11 @@ def create_refine_study(
     tickets = [ticket_for(parent, trial) for trial in trials]
     name = child_name or f"{parent.study_name}-refine"
     child = refine_spec(spec, len(trials), trial_time_s)
+    for trial, (params, _) in zip(trials, tickets, strict=True):  # a study whose spec predates the check
+        try:
+            config_for(child, params)
+        except SpecError as error:
+            raise SpecError(f"trial {trial.number} cannot train at [refine]: {error}") from None
     attrs = {PARENT_STUDY_ATTR: parent.study_name, SEARCH_FIDELITY_ATTR: fidelity(spec)}
     return create(child, url, name, tickets, attrs)
 

@@ -22,6 +22,7 @@ class FrontRow:
     gain_db: float  # the trial's stored dev_gain_db (rd.operating_gain: at one quality, dB over JPEG@bpp)
     params: dict
     decoder_macs_per_pixel: float | None = None  # the trial's decoder cost, when it recorded one
+    rate_change: float | None = None  # the stored dev_rate_change (rd.operating_rate_change); None before it
 
 
 def completed_points(study: optuna.Study) -> list[FrozenTrial]:
@@ -51,6 +52,7 @@ def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
                 gain_db=float(point["dev_gain_db"]),
                 params=dict(trial.params),
                 decoder_macs_per_pixel=_optional_float(trial.user_attrs.get(DECODER_MACS_ATTR)),
+                rate_change=_optional_float(point.get("dev_rate_change")),
             )
         )
     return sorted(rows, key=lambda row: row.bpp)
@@ -61,14 +63,18 @@ def _optional_float(value) -> float | None:
 
 
 def format_front(rows: list[FrontRow]) -> str:
-    """A text table; a decoder MACs/px column when any row recorded its decoder's cost."""
+    """A text table; a rate column when any row recorded its dev rate, a decoder MACs/px column when any row
+    recorded its decoder's cost."""
+    rates = any(r.rate_change is not None for r in rows)
     macs = any(r.decoder_macs_per_pixel is not None for r in rows)
     lines = [
         f"{'trial':>5} {'bpp':>7} {'MS-SSIM':>8} {'JPEG @bpp':>9} {'gain dB':>8}"
+        + (f" {'rate vs JPEG':>12}" if rates else "")
         + (" dec MACs/px" if macs else "")
     ]
     lines += [
         f"{r.trial:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}"
+        + (f" {format_rate(r.rate_change):>12}" if rates else "")
         + (f" {format_macs(r.decoder_macs_per_pixel):>11}" if macs else "")
         for r in rows
     ]
@@ -77,3 +83,7 @@ def format_front(rows: list[FrontRow]) -> str:
 
 def format_macs(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+def format_rate(change: float | None) -> str:
+    return "-" if change is None else f"{100 * change:+.2f}%"

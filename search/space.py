@@ -32,8 +32,8 @@ from .spec import (
     IntParam,
     ResolvedSpec,
     SpecError,
-    _validate_config,
     set_path,
+    validate_config,
 )
 
 
@@ -104,7 +104,7 @@ def config_for(spec: ResolvedSpec, params: Mapping[str, Any]) -> TrainConfig:
     for name, value in params.items():
         if not name.startswith(SWITCH_PREFIX):
             set_path(data, name, value)
-    config = _validate_config(data, "trial params", dict(params))
+    config = validate_config(data, f"trial params = {dict(params)!r}")
     return _with_operating_point(config)
 
 

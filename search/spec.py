@@ -34,6 +34,7 @@ OPTUNA_PRUNERS = ("median", "successive-halving", "hyperband")
 OBJECTIVE_MODES = {  # objective.mode -> the study's directions and metric names (before the decoder cost)
     "multi": (["minimize", "maximize"], ["dev_bpp", "dev_msssim"]),
     "gain": (["maximize"], ["dev_gain_db"]),
+    "rate": (["minimize"], ["dev_rate_change"]),
 }
 
 
@@ -188,8 +189,11 @@ class HoldoutSpec(Strict):
 
 
 class ObjectiveSpec(Strict):
-    mode: Literal["multi", "gain"] = Field(
-        "multi", description="multi: minimise dev bpp, maximise dev MS-SSIM; gain: maximise dB over JPEG"
+    mode: Literal["multi", "gain", "rate"] = Field(
+        "multi",
+        description="multi: minimise dev bpp, maximise dev MS-SSIM; gain: maximise dB over JPEG at matched "
+        "bpp; rate: minimise the rate against JPEG at matched MS-SSIM (a dev BD-rate; needs training.judge = "
+        "'rate')",
     )
     decoder_cost: Literal["ignore", "constraint", "objective"] = Field(
         "ignore",
@@ -251,10 +255,16 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _pruner_fits_objective(self) -> StudySpec:
-        if self.pruner.name in OPTUNA_PRUNERS and self.objective.mode != "gain":
+        if self.pruner.name in OPTUNA_PRUNERS and self.objective.mode == "multi":
             raise ValueError(
                 f"pruner.name = {self.pruner.name!r} is one of Optuna's single-objective pruners; it needs "
-                "objective.mode = 'gain' (multi-objective studies use 'gain-halving' or 'pareto-halving')"
+                "objective.mode = 'gain' or 'rate' (multi-objective studies use 'gain-halving' or "
+                "'pareto-halving')"
+            )
+        if self.pruner.name == "gain-halving" and self.objective.mode == "rate":
+            raise ValueError(
+                "pruner.name = 'gain-halving' ranks trials by dev gain in dB, not by the objective.mode = "
+                "'rate' it judges by (use 'median', 'successive-halving', 'hyperband' or 'pareto-halving')"
             )
         if self.pruner.name in OPTUNA_PRUNERS and not self.objective.single:
             raise ValueError(
@@ -381,8 +391,12 @@ def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
         raise SpecError(_format_spec_error(error)) from None
     preset = _load_preset(spec, spec_dir)
     base_data = spec.base_dict(preset)
-    base_config = _validate_config(base_data, "base")
+    base_config = validate_config(base_data, "base")
+    _check_judge_fits_objective(spec, base_config)
     base_json = base_config.model_dump(mode="json")  # every field present: list paths can be set
+    refine_json = copy.deepcopy(base_json)  # what `shrink refine` trains: [refine] over the search's [budget]
+    refine_json["training"].update(spec.refine.training_fields())
+    validate_config(refine_json, "refine")
     paths = _config_paths(base_config)
     for name, param in spec.space.items():
         if name.startswith(SWITCH_PREFIX):
@@ -392,10 +406,26 @@ def validate_spec(data: dict[str, Any], spec_dir: Path) -> ResolvedSpec:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SpecError(f"space.{name}: not a TrainConfig field{hint}")
         for value in param.values_to_check():
-            trial_data = copy.deepcopy(base_json)
-            set_path(trial_data, name, value)
-            _validate_config(trial_data, f"space.{name}", value)
+            for fidelity, where in ((base_json, ""), (refine_json, " with [refine]")):
+                trial_data = copy.deepcopy(fidelity)
+                set_path(trial_data, name, value)
+                validate_config(trial_data, f"space.{name} = {value!r}{where}")
     return ResolvedSpec(spec=spec, base_config=base_config)
+
+
+def _check_judge_fits_objective(spec: StudySpec, base_config: TrainConfig) -> None:
+    """A single-objective trial reports the epoch its checkpoint holds, and the trainer picks that epoch by
+    ``training.judge``: the two must be the same number."""
+    mode = spec.objective.mode
+    if mode == "multi":
+        return
+    if "training.judge" in spec.space:
+        raise SpecError(f"space.training.judge: objective.mode = {mode!r} fixes it to {mode!r}")
+    if base_config.training.judge != mode:
+        raise SpecError(
+            f"objective.mode = {mode!r} needs training.judge = {mode!r} (set it in [base.training]), so the "
+            f"epoch a trial keeps is the one its value reports; it is {base_config.training.judge!r}"
+        )
 
 
 def _format_spec_error(error: ValidationError) -> str:
@@ -420,12 +450,11 @@ def _load_preset(spec: StudySpec, spec_dir: Path) -> dict[str, Any]:
         raise SpecError(f"base_preset: {error}") from None
 
 
-def _validate_config(data: dict[str, Any], where: str, value: Any = None) -> TrainConfig:
+def validate_config(data: dict[str, Any], where: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
-        about = f" = {value!r}" if value is not None else ""
-        raise SpecError(f"{where}{about}: {format_validation_error(error)}") from None
+        raise SpecError(f"{where}: {format_validation_error(error)}") from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ResolvedSpec:

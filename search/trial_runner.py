@@ -28,12 +28,12 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from shrink.compression.cost import ModelCost, config_cost
-from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted
+from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted, best_record
 
 from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
 from .refine import measure_test_curve
 from .space import config_for, suggest
-from .spec import OPTUNA_PRUNERS
+from .spec import OBJECTIVE_MODES, OPTUNA_PRUNERS
 from .storage import journal_path, read_trial
 from .study import (
     DECODER_LIMIT_ATTR,
@@ -75,6 +75,7 @@ def epoch_summary(record: EpochRecord) -> dict[str, Any]:
         "dev_msssim_db": record.dev_msssim_db,
         "dev_psnr": record.dev_psnr,
         "dev_gain_db": record.dev_gain_db,
+        "dev_rate_change": record.dev_rate_change,
         "rolled_back": record.rolled_back,
         "com_baseline_gain_db": record.com_baseline_gain_db,
         "partial": record.partial,
@@ -243,7 +244,7 @@ class TrialRunner:
             trial.set_user_attr(EPOCHS_ATTR, [epoch_summary(r) for r in trainer.history])
         if trainer.step < trainer.total_steps:
             trainer.run()
-        best = max(trainer.history, key=lambda record: record.dev_gain_db)
+        best = best_record(trainer.history, trainer.config.training.judge)  # the epoch best.ckpt holds
         trial.set_user_attr("checkpoint", str(run_dir / "best.ckpt"))
         trial.set_user_attr("wall_s", round(trainer.elapsed_before, 1))
         trial.set_user_attr("worker_wall_s", round(time.monotonic() - started, 1))
@@ -257,7 +258,7 @@ class TrialRunner:
             except Exception as error:  # dashboard notes and artifacts are extras: the trial stands
                 self.log(f"{prefix}trial artifacts not stored ({type(error).__name__}: {error})")
         objective = self.spec.spec.objective
-        values = (best.dev_gain_db,) if objective.mode == "gain" else (best.dev_bpp, best.dev_msssim)
+        values = tuple(getattr(best, name) for name in OBJECTIVE_MODES[objective.mode][1])
         if objective.decoder_cost == "objective":
             values += (cost.decoder_macs_per_pixel,)  # fixed per trial: the pruners ignore it (pruning.py)
         return values[0] if len(values) == 1 else values
@@ -288,12 +289,15 @@ class TrialRunner:
             if record.partial:
                 return
             if self.mo_pruner is None:
-                trial.report(record.dev_gain_db, record.epoch)
+                rate_judged = self.spec.spec.objective.mode == "rate"
+                trial.report(record.dev_rate_change if rate_judged else record.dev_gain_db, record.epoch)
                 if trial.should_prune():
-                    reason = (
-                        f"Optuna {self.spec.spec.pruner.name} pruner at epoch {record.epoch}: gain "
-                        f"{record.dev_gain_db:+.3f} dB"
+                    value = (
+                        f"rate {100 * record.dev_rate_change:+.2f}% vs JPEG"
+                        if rate_judged
+                        else f"gain {record.dev_gain_db:+.3f} dB"
                     )
+                    reason = f"Optuna {self.spec.spec.pruner.name} pruner at epoch {record.epoch}: {value}"
                     trial.set_user_attr("prune_reason", reason)
                     raise optuna.TrialPruned(reason)
                 return

@@ -145,13 +145,18 @@ class Worker:
         return True
 
 
+def _rate(point: dict) -> str:
+    change = point.get("dev_rate_change")  # absent from trials of earlier versions
+    return "" if change is None else f", rate {100 * change:+.1f}%"
+
+
 def describe(trial: optuna.trial.FrozenTrial) -> str:
     attrs = trial.user_attrs
     point = attrs.get("rd_point")
     if trial.state == TrialState.COMPLETE and point:
         return (
             f"trial {trial.number} COMPLETE: dev bpp {point['dev_bpp']:.4f} "
-            f"MS-SSIM {point['dev_msssim']:.4f} gain vs JPEG {point['dev_gain_db']:+.3f} dB "
+            f"MS-SSIM {point['dev_msssim']:.4f} vs JPEG {point['dev_gain_db']:+.3f} dB{_rate(point)} "
             + (f"decoder {attrs[DECODER_MACS_ATTR]:,.0f} MACs/px " if DECODER_MACS_ATTR in attrs else "")
             + f"({attrs.get('wall_s', 0):.0f}s)"
         )

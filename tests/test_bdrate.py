@@ -19,6 +19,8 @@ from shrink.compression.rd import (
     metric_at_rate,
     operating_gain,
     operating_point,
+    operating_rate_change,
+    rate_at_metric,
     save_curves,
 )
 
@@ -139,6 +141,35 @@ def test_metric_at_rate_interpolates_and_clamps() -> None:
     assert metric_at_rate(curve, 0.01) == pytest.approx(ANCHOR_DB[0])
     assert metric_at_rate(curve, 100.0) == pytest.approx(ANCHOR_DB[-1])
     assert metric_at_rate(curve, 0.45, metric="psnr") == pytest.approx(32.7)
+
+
+def test_rate_at_metric_inverts_the_curve_through_its_efficient_points() -> None:
+    curve = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    for rate, value in zip(ANCHOR_BPP, ANCHOR_DB, strict=True):
+        assert rate_at_metric(curve, value) == pytest.approx(rate)
+    middle = rate_at_metric(curve, 14.0)
+    assert 0.45 < middle < 0.87 and metric_at_rate(curve, middle) == pytest.approx(14.0, abs=0.05)
+    assert rate_at_metric(curve, 1.0) == pytest.approx(ANCHOR_BPP[0])  # clamped, as metric_at_rate
+    assert rate_at_metric(curve, 40.0) == pytest.approx(ANCHOR_BPP[-1])
+    # JPEG's q1 and q2 on dev: more bytes for no more quality never set the rate of a quality
+    dominated = _curve("jpeg", [*ANCHOR_BPP, 0.3, 1.0], [*ANCHOR_DB, 9.7, 15.0])
+    for value in (9.7, 11.0, 14.0, 16.4, 20.0):
+        assert rate_at_metric(dominated, value) == pytest.approx(rate_at_metric(curve, value))
+
+
+def test_rate_change_is_a_discrete_bd_rate_that_charges_every_byte() -> None:
+    anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
+    cheaper = _curve("cheaper", [0.8 * r for r in ANCHOR_BPP], ANCHOR_DB)
+    assert operating_rate_change(cheaper, anchor) == pytest.approx(-0.2)
+    assert operating_rate_change(anchor, anchor) == pytest.approx(0.0, abs=1e-12)
+    assert operating_rate_change(RDCurve("one", cheaper.points[2:3]), anchor) == pytest.approx(-0.2)
+    # the dev gain's blind spot: below the anchor's lowest rate its quality is clamped, so spending 12.5 %
+    # more bytes for the same quality leaves the gain unchanged; the rate change charges them in full
+    low, spender = _curve("low", [0.16], [11.0]), _curve("spender", [0.18], [11.0])
+    assert operating_gain(low, anchor) == operating_gain(spender, anchor) == pytest.approx(11.0 - 9.7)
+    ratio = (1 + operating_rate_change(spender, anchor)) / (1 + operating_rate_change(low, anchor))
+    assert ratio == pytest.approx(0.18 / 0.16)
+    assert bd_rate_curves(anchor, cheaper, "msssim_db") == pytest.approx(-20.0)  # the two agree on BD-rate
 
 
 def test_gain_over_anchor() -> None:

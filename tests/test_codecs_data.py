@@ -24,8 +24,11 @@ from shrink.compression.data import CropSampler, ImageLoadError, NamedImage, loa
 from .conftest import textured_image
 
 
-@pytest.mark.parametrize("codec", [JpegCodec(), JpegCodec("4:4:4", optimize=False), WebPCodec(), AvifCodec()],
-                         ids=["jpeg420", "jpeg444", "webp", "avif"])
+@pytest.mark.parametrize(
+    "codec",
+    [JpegCodec(), JpegCodec("4:4:4", optimize=False), WebPCodec(), AvifCodec()],
+    ids=["jpeg420", "jpeg444", "webp", "avif"],
+)
 def test_round_trip_reports_the_real_file_size(codec):
     image = textured_image(64, 80, 0)
     data = codec.encode(image, 50)

@@ -52,11 +52,20 @@ def test_overrides_are_typed_and_validated():
         ({}, ["model.ratio=5"], "model.ratio"),
         ({}, ["training.crop=100"], "training"),
         ({}, ["training.gradient_mode=magic"], "training.gradient_mode"),
+        (
+            {},
+            ["model.ratio=3"],
+            "training.crop = 128 is not a multiple of model.ratio = 3",
+        ),  # a whole-config check
     ],
 )
 def test_bad_config_names_the_field(data, overrides, path):
     with pytest.raises(ConfigError, match=rf"^{path}"):
         config_from_dict(data, overrides)
+
+
+def test_a_crop_that_fits_the_ratio_is_accepted():
+    assert config_from_dict({}, ["model.ratio=3", "training.crop=144"]).training.crop == 144
 
 
 def test_override_without_equals_is_rejected():

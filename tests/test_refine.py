@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from shrink.compression.bundle import load_model
@@ -22,6 +24,7 @@ from shrink.search.study import (
     PARENT_STUDY_ATTR,
     PARENT_TRIAL_ATTR,
     SEARCH_FIDELITY_ATTR,
+    SPEC_ATTR,
     TEST_CURVE_ATTR,
     stored_spec,
 )
@@ -37,6 +40,12 @@ crop = 64
 [test]
 data = "{images}"
 qualities = [30, 70]
+"""
+
+RATIO_THREE = """
+[space."model.ratio"]
+type = "categorical"
+choices = [3]
 """
 
 
@@ -160,3 +169,29 @@ def test_refine_refuses_what_it_cannot_do_with_one_line(tmp_path: Path, image_fo
     assert main(["refine", "--storage", url, "--study-name", "toy", "--status"]) == 2
     assert "not a refine study" in capsys.readouterr().err
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["toy"]  # nothing half-made
+
+
+def test_refine_refuses_a_trial_its_refine_crop_cannot_train(tmp_path: Path, image_folder: Path, capsys):
+    """A study stored before specs checked [refine] against the space: a ratio-3 trial and a 64 px refine
+    crop. Refine names the trial and the fields, exits 2 and makes no child study, instead of failing the
+    trial at its first step."""
+    extra = REFINE.format(images=image_folder).replace("crop = 64", "crop = 96") + RATIO_THREE
+    spec = write_spec(tmp_path / "toy.toml", image_folder, n_trials=1, extra=extra)
+    spec.write_text(spec.read_text().replace("crop = 48", "crop = 96"))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    parent = load(url)
+    stored = json.loads(parent.user_attrs[SPEC_ATTR])
+    stored["spec"]["refine"]["crop"] = 64  # what validation refuses today
+    parent.set_user_attr(SPEC_ATTR, json.dumps(stored))
+    searched = {"codec.quality": IntDistribution(20, 80), "model.ratio": CategoricalDistribution([3])}
+    trial = parent.ask(searched)
+    parent.tell(trial, [0.5, 0.9])
+    trial_number = trial.number
+    capsys.readouterr()
+    assert main(["refine", "--storage", url, "--study-name", "toy", "--trials", str(trial_number)]) == 2
+    err = capsys.readouterr().err
+    assert f"trial {trial_number} cannot train at [refine]" in err
+    assert "training.crop = 64 is not a multiple of model.ratio = 3" in err
+    assert err.count("\n") == 1
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["toy"]

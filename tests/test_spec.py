@@ -166,7 +166,13 @@ def _int(low, high, **extra) -> dict:
     return {"type": "int", "low": low, "high": high, **extra}
 
 
-SWITCH = {"type": "categorical", "choices": [False, True]}
+def _categorical(choices: list) -> dict:
+    return {"type": "categorical", "choices": choices}
+
+
+SWITCH = _categorical([False, True])
+
+RATE_JUDGE = {"judge": "rate"}
 
 BAD_SPECS = {
     "unknown top-level key": ({"bogus": 1}, "bogus", "Extra inputs"),
@@ -277,7 +283,32 @@ BAD_SPECS = {
         "pruner.name",
         "gain",
     ),
+    "rate objective with the gain judge": ({"objective": {"mode": "rate"}}, "objective.mode", "judge"),
+    "rate objective with the gain-halving pruner": (
+        {"objective": {"mode": "rate"}, "pruner": {"name": "gain-halving"}, "base": {"training": RATE_JUDGE}},
+        "pruner.name",
+        "ranks trials by dev gain in dB",
+    ),
+    "judge searched under a single objective": (
+        {
+            "objective": {"mode": "gain"},
+            "space": {"training.judge": {"type": "categorical", "choices": ["gain", "rate"]}},
+        },
+        "space.training.judge",
+        "fixes it",
+    ),
     "base config refused": ({"base": {"training": {"crop": 50}}}, "base", "multiple of 16"),
+    "refine fidelity refused": ({"refine": {"crop": 40}}, "refine", "multiple of 16"),
+    "a searched ratio the refine crop does not fit": (
+        {"budget": {"crop": 96}, "refine": {"crop": 128}, "space": {"model.ratio": _categorical([2, 3])}},
+        "space.model.ratio = 3 with [refine]",
+        "training.crop = 128 is not a multiple of model.ratio = 3",
+    ),
+    "a searched ratio the search crop does not fit": (
+        {"budget": {"crop": 64}, "space": {"model.ratio": _categorical([2, 3])}},
+        "space.model.ratio = 3:",
+        "training.crop = 64 is not a multiple of model.ratio = 3",
+    ),
     "base config unknown key": ({"base": {"model": {"colour": 1}}}, "base", "model.colour"),
     "budget that makes the base refuse": ({"budget": {"crop": 40}}, "base", "crop"),
     "missing preset": ({"base_preset": "nope.toml"}, "base_preset", "not found"),

@@ -22,7 +22,14 @@ from shrink.compression.codecs import build_codec
 from shrink.compression.evaluate import evaluate
 from shrink.compression.family import load_family
 from shrink.compression.metrics import msssim_db
-from shrink.compression.rd import RDCurve, RDPoint, gain_at_rate, operating_gain, operating_point
+from shrink.compression.rd import (
+    RDCurve,
+    RDPoint,
+    gain_at_rate,
+    operating_gain,
+    operating_point,
+    operating_rate_change,
+)
 from shrink.compression.trainer import load_dev_images
 from shrink.dashboards.report import _front_table
 from shrink.dashboards.study_info import get_rd_points_info
@@ -174,6 +181,23 @@ def test_gain_objective_reports_each_epoch_to_optunas_pruner(tmp_path, image_fol
         gains = [e["dev_gain_db"] for e in trial.user_attrs["epochs"]]
         assert trial.intermediate_values == dict(enumerate(gains, start=1))
         assert trial.value == max(gains)
+
+
+def test_rate_objective_judges_trials_by_dev_bd_rate(tmp_path, image_folder):
+    """objective.mode = "rate": each epoch's dev rate against JPEG goes to Optuna's pruner, and the trial's
+    value is the best epoch's, the one its checkpoint holds (training.judge = "rate")."""
+    spec = write_spec(tmp_path / "rate.toml", image_folder, n_trials=2, mode="rate", pruner="median")
+    judged = spec.read_text().replace("rec_warmup_epochs = 1\n", 'rec_warmup_epochs = 1\njudge = "rate"\n')
+    spec.write_text(judged)
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    study = load(url)
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
+    for trial in study.trials:
+        rates = [e["dev_rate_change"] for e in trial.user_attrs["epochs"]]
+        assert trial.intermediate_values == dict(enumerate(rates, start=1))
+        assert trial.value == min(rates) == trial.user_attrs["rd_point"]["dev_rate_change"]
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -416,6 +440,13 @@ def test_a_trials_stored_point_and_gain_are_what_the_front_demo_and_report_show(
     assert shown.gain_db == stored["dev_gain_db"] and shown.msssim_db == stored["dev_msssim_db"]
     gain_text = f"{stored['dev_gain_db']:+.3f}"
     assert gain_text in format_front([row]) and gain_text in _front_table([row])
+    assert (
+        row.rate_change
+        == stored["dev_rate_change"]
+        == operating_rate_change(RDCurve("trial", points), dev_jpeg)
+    )
+    rate_text = f"{100 * stored['dev_rate_change']:+.2f}%"
+    assert rate_text in format_front([row]) and rate_text in _front_table([row])
 
 
 def test_a_worker_refuses_a_dev_set_that_differs_from_the_studys(toy, capsys):

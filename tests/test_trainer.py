@@ -9,7 +9,15 @@ import torch
 from shrink.compression.channel import stored_values
 from shrink.compression.checkpoint import CheckpointError, load_checkpoint
 from shrink.compression.config import config_from_dict
-from shrink.compression.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, lr_factor
+from shrink.compression.rd import RDCurve, RDPoint, operating_gain, operating_rate_change
+from shrink.compression.trainer import (
+    EpochRecord,
+    NonFiniteLossError,
+    Trainer,
+    TrainingInterrupted,
+    best_record,
+    lr_factor,
+)
 
 from .conftest import tiny_config_dict
 
@@ -128,8 +136,11 @@ def comcnn_weights_before_first_com_turn(trainer: Trainer) -> dict[str, torch.Te
     return seen
 
 
-def guard_run(image_folder: Path, tmp_path: Path, epochs: int, **guard):
-    config = config_from_dict(tiny_config_dict(image_folder, epochs=epochs, rec_warmup_epochs=1, guard=guard))
+def guard_run(image_folder: Path, tmp_path: Path, epochs: int, scored_by: str = "gain", **guard):
+    """``scored_by``: training.judge; ``guard``: training.guard (whose ``judge`` is when, not how)."""
+    config = config_from_dict(
+        tiny_config_dict(image_folder, epochs=epochs, rec_warmup_epochs=1, judge=scored_by, guard=guard)
+    )
     trainer = Trainer(config, tmp_path, log=quiet, callback=sabotage_comcnn_turns)
     trainer.model.comcnn.head.weight.data.normal_(std=1e-3)
     before = comcnn_weights_before_first_com_turn(trainer)
@@ -156,6 +167,36 @@ def test_guard_keeps_a_comcnn_turn_within_tolerance(image_folder: Path, tmp_path
     assert judged.dev_gain_db != judged.com_baseline_gain_db
     assert any(not torch.equal(t, before[n]) for n, t in trainer.model.comcnn.state_dict().items())
     assert trainer.com_lr_scale == 1.0
+
+
+def test_rate_judge_guards_turns_and_picks_best_ckpt_by_dev_rate(image_folder: Path, tmp_path: Path):
+    trainer, history, before = guard_run(image_folder, tmp_path / "strict", epochs=3, scored_by="rate")
+    assert history[2].rolled_back  # the sabotaged turn costs bytes at equal quality too
+    for name, tensor in trainer.model.comcnn.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    for record in history:  # both scores recorded from the epoch's own dev curve, whatever the judge
+        curve = RDCurve("epoch", [RDPoint.from_dict(point) for point in record.dev_points])
+        assert record.dev_rate_change == operating_rate_change(curve, trainer.dev_jpeg)
+        assert record.dev_gain_db == operating_gain(curve, trainer.dev_jpeg)
+    best = best_record(history, "rate")
+    assert load_checkpoint(tmp_path / "strict" / "best.ckpt")["step"] == best.step
+    assert trainer.best_score == -100 * best.dev_rate_change
+    _, kept, _ = guard_run(image_folder, tmp_path / "tolerant", epochs=3, scored_by="rate", tolerance_pct=1e6)
+    assert not kept[2].rolled_back and kept[2].com_baseline_gain_db is not None
+
+
+def test_best_record_follows_the_judge():
+    def record(epoch: int, gain: float, rate: float) -> EpochRecord:
+        values = dict(dev_bpp=0.3, dev_msssim=0.9, dev_msssim_db=10.0, dev_psnr=25.0)
+        return EpochRecord(epoch, epoch, ["rec"], 1.0, 0.0, 0.0, None, None, None, **values, dev_gain_db=gain,
+                           dev_rate_change=rate)  # fmt: skip
+
+    # epoch 2 gains more dB by spending bytes below JPEG's lowest rate; epoch 1 saves more at equal quality
+    history = [record(1, 1.0, -0.30), record(2, 1.2, -0.25), record(3, 1.2, -0.20)]
+    assert best_record(history, "gain").epoch == 2  # the first of equals
+    assert best_record(history, "rate").epoch == 1
+    with pytest.raises(ValueError, match="epoch 4 has no dev rate"):
+        best_record([record(4, 1.0, None)], "rate")
 
 
 def test_immediate_guard_judges_at_the_end_of_the_comcnn_turn(image_folder: Path, tmp_path: Path):

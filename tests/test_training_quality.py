@@ -48,8 +48,11 @@ def test_an_aggressive_comcnn_does_not_collapse(tmp_path: Path):
     """No guard, 20x the ComCNN learning rate, no fidelity term: the range penalty and rate proxy must still
     keep the compact image a picture (the original failure: every file ~0.017 bpp at every quality)."""
     config = short_cpu_preset(
-        "training.epochs=4", "training.first_turn=com", "training.guard.enabled=false",
-        "optim_com.lr=1e-3", "loss.fidelity_weight=0",
+        "training.epochs=4",
+        "training.first_turn=com",
+        "training.guard.enabled=false",
+        "optim_com.lr=1e-3",
+        "loss.fidelity_weight=0",
     )
     trainer = Trainer(config, tmp_path, log=lambda _: None)
     start = untrained_dev_curve(trainer)
