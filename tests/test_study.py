@@ -170,34 +170,31 @@ def test_export_bundle_reproduces_the_trials_dev_metrics(toy):
     )
 
 
-def test_gain_objective_reports_each_epoch_to_optunas_pruner(tmp_path, image_folder):
-    spec = write_spec(tmp_path / "gain.toml", image_folder, n_trials=2, mode="gain", pruner="median")
+@pytest.mark.parametrize(
+    ("mode", "key", "direction", "best"),
+    [
+        ("gain", "dev_gain_db", optuna.study.StudyDirection.MAXIMIZE, max),
+        ("rate", "dev_rate_change", optuna.study.StudyDirection.MINIMIZE, min),
+    ],
+)
+def test_single_objective_reports_each_epoch_to_optunas_pruner(
+    tmp_path, image_folder, mode, key, direction, best
+):
+    """Each epoch's score goes to Optuna's pruner, and the trial's value is the best epoch's, the one its
+    checkpoint holds (mode "rate" with training.judge = "rate": a dev BD-rate at equal MS-SSIM)."""
+    spec = write_spec(tmp_path / f"{mode}.toml", image_folder, n_trials=2, mode=mode, pruner="median")
+    spec.write_text(
+        spec.read_text().replace("rec_warmup_epochs = 1\n", f'rec_warmup_epochs = 1\njudge = "{mode}"\n')
+    )
     url = storage_url("sqlite", tmp_path)
     assert main(["study", "create", str(spec), "--storage", url]) == 0
     assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
     study = load(url)
-    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    assert study.directions == [direction]
     for trial in study.trials:
-        gains = [e["dev_gain_db"] for e in trial.user_attrs["epochs"]]
-        assert trial.intermediate_values == dict(enumerate(gains, start=1))
-        assert trial.value == max(gains)
-
-
-def test_rate_objective_judges_trials_by_dev_bd_rate(tmp_path, image_folder):
-    """objective.mode = "rate": each epoch's dev rate against JPEG goes to Optuna's pruner, and the trial's
-    value is the best epoch's, the one its checkpoint holds (training.judge = "rate")."""
-    spec = write_spec(tmp_path / "rate.toml", image_folder, n_trials=2, mode="rate", pruner="median")
-    judged = spec.read_text().replace("rec_warmup_epochs = 1\n", 'rec_warmup_epochs = 1\njudge = "rate"\n')
-    spec.write_text(judged)
-    url = storage_url("sqlite", tmp_path)
-    assert main(["study", "create", str(spec), "--storage", url]) == 0
-    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
-    study = load(url)
-    assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
-    for trial in study.trials:
-        rates = [e["dev_rate_change"] for e in trial.user_attrs["epochs"]]
-        assert trial.intermediate_values == dict(enumerate(rates, start=1))
-        assert trial.value == min(rates) == trial.user_attrs["rd_point"]["dev_rate_change"]
+        scores = [e[key] for e in trial.user_attrs["epochs"]]
+        assert trial.intermediate_values == dict(enumerate(scores, start=1))
+        assert trial.value == best(scores) == trial.user_attrs["rd_point"][key]
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
