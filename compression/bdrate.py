@@ -12,17 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from .rd import RDCurve
+from .rd import RDCurve, efficient_points
 
 
 def _frontier(
     rates: Sequence[float], qualities: Sequence[float], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(quality, log rate) of the points no cheaper point matches, both strictly increasing.
-
-    Points are sorted by rate; a point whose quality does not exceed that of every cheaper point (a
-    duplicate quality, or a dip) is dominated and dropped, which makes quality a function of rate.
-    """
+    """(quality, log rate) of the :func:`rd.efficient_points`, both strictly increasing."""
     rates = np.asarray(rates, dtype=np.float64)
     qualities = np.asarray(qualities, dtype=np.float64)
     if rates.shape != qualities.shape or rates.ndim != 1:
@@ -31,16 +27,10 @@ def _frontier(
         raise ValueError(f"{label}: rates and qualities must be finite")
     if np.any(rates <= 0):
         raise ValueError(f"{label}: rates must be positive")
-    order = np.lexsort((-qualities, rates))  # by rate, the best quality first among equal rates
-    kept_q: list[float] = []
-    kept_r: list[float] = []
-    for index in order:
-        if not kept_q or qualities[index] > kept_q[-1]:
-            kept_q.append(float(qualities[index]))
-            kept_r.append(float(rates[index]))
+    kept_r, kept_q = efficient_points(rates, qualities)
     if len(kept_q) < 2:
         raise ValueError(f"{label}: need 2 or more points of increasing quality (got {len(kept_q)})")
-    return np.array(kept_q), np.log(np.array(kept_r))
+    return kept_q, np.log(kept_r)
 
 
 def bd_rate(
@@ -52,15 +42,28 @@ def bd_rate(
     """BD-rate of ``test`` against ``anchor`` in percent; negative means the test needs fewer bits."""
     anchor_q, anchor_log_r = _frontier(anchor_bpp, anchor_quality, "anchor")
     test_q, test_log_r = _frontier(test_bpp, test_quality, "test")
+    low, high = _overlap(anchor_q, test_q)
+    anchor_area = PchipInterpolator(anchor_q, anchor_log_r).integrate(low, high)
+    test_area = PchipInterpolator(test_q, test_log_r).integrate(low, high)
+    return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
+
+
+def _overlap(anchor_q: np.ndarray, test_q: np.ndarray) -> tuple[float, float]:
     low, high = max(anchor_q[0], test_q[0]), min(anchor_q[-1], test_q[-1])
     if not high > low:
         raise ValueError(
             f"no quality overlap: anchor spans [{anchor_q[0]:.4g}, {anchor_q[-1]:.4g}], "
             f"test spans [{test_q[0]:.4g}, {test_q[-1]:.4g}]"
         )
-    anchor_area = PchipInterpolator(anchor_q, anchor_log_r).integrate(low, high)
-    test_area = PchipInterpolator(test_q, test_log_r).integrate(low, high)
-    return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
+    return float(low), float(high)
+
+
+def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> tuple[float, float]:
+    """The qualities a BD-rate of the two curves averages over: where both reach. A curve that covers only
+    part of the other's range is judged there alone (a codec of low rates against JPEG's worst ones)."""
+    anchor_q, _ = _frontier(*anchor.values(metric), f"anchor {anchor.name!r}")
+    test_q, _ = _frontier(*test.values(metric), f"test {test.name!r}")
+    return _overlap(anchor_q, test_q)
 
 
 def bd_rate_curves(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> float:

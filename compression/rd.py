@@ -224,28 +224,36 @@ def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> flo
     return float(PchipInterpolator(log_rates, means)(log_rate))
 
 
+def efficient_points(rates, qualities) -> tuple[np.ndarray, np.ndarray]:
+    """(rates, qualities) of the points no cheaper point matches, both strictly increasing: sorted by rate,
+    a point whose quality does not exceed that of every cheaper point (a duplicate quality, or a dip) is
+    dominated and dropped, which makes quality a function of rate and rate a function of quality."""
+    rates, qualities = np.asarray(rates, dtype=np.float64), np.asarray(qualities, dtype=np.float64)
+    kept_rates: list[float] = []
+    kept_qualities: list[float] = []
+    for index in np.lexsort((-qualities, rates)):  # by rate, the best quality first among equal rates
+        if not kept_qualities or qualities[index] > kept_qualities[-1]:
+            kept_rates.append(float(rates[index]))
+            kept_qualities.append(float(qualities[index]))
+    return np.array(kept_rates), np.array(kept_qualities)
+
+
 def rate_at_metric(curve: RDCurve, value: float, metric: str = "msssim_db") -> float:
     """The bpp at which ``curve`` reaches ``value`` of ``metric``: PCHIP of log(bpp) over the metric, through
-    the curve's efficient points (each one above every cheaper point: a point that costs more for no more
-    quality never sets the rate), clamped to the end rates outside their range, as :func:`metric_at_rate`.
+    the curve's :func:`efficient_points` (a point that costs more for no more quality never sets the rate),
+    clamped to the end rates outside their range, as :func:`metric_at_rate`.
     """
     rates, values = curve.values(metric)
     if len(rates) == 0:
         raise ValueError(f"curve {curve.name!r} has no points")
     if np.any(rates <= 0) or not np.all(np.isfinite(values)):
         raise ValueError(f"curve {curve.name!r}: rates must be > 0 and {metric} finite")
-    order = np.lexsort((-values, rates))  # by rate; at equal rates the best value first
-    efficient_rates, efficient_values = [], []
-    for rate, reached in zip(rates[order], values[order], strict=True):
-        if not efficient_values or reached > efficient_values[-1]:
-            efficient_rates.append(rate)
-            efficient_values.append(reached)
-    if len(efficient_values) == 1 or value <= efficient_values[0]:
-        return float(efficient_rates[0])
-    if value >= efficient_values[-1]:
-        return float(efficient_rates[-1])
-    log_rate = PchipInterpolator(np.array(efficient_values), np.log(efficient_rates))(value)
-    return float(math.exp(log_rate))
+    rates, values = efficient_points(rates, values)
+    if len(values) == 1 or value <= values[0]:
+        return float(rates[0])
+    if value >= values[-1]:
+        return float(rates[-1])
+    return float(math.exp(PchipInterpolator(values, np.log(rates))(value)))
 
 
 def operating_rate_change(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.bdrate import bd_rate_curves, quality_overlap
 from shrink.compression.bundle import BundleError, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import config_from_dict
@@ -20,7 +20,7 @@ from shrink.compression.data import load_images, read_image
 from shrink.compression.evaluate import evaluate, evaluate_image
 from shrink.compression.family import MEMBERS, load_family, save_family
 from shrink.compression.models import build_model
-from shrink.compression.rd import RDCurve, RDPoint, measure, save_curves
+from shrink.compression.rd import RDCurve, RDPoint, measure, rate_at_metric, save_curves
 from shrink.search.cli import main
 from shrink.search.study import TEST_CURVE_ATTR
 
@@ -145,6 +145,11 @@ def test_bdrate_reads_a_family_as_its_envelope_and_members_against_several_ancho
             expected = bd_rate_curves(anchor, test_curve, "msssim_db")
             row = next(line for line in table.splitlines() if line.startswith(f"{test} "))
             assert f"{expected:+10.2f} %" in row
+            low, high = quality_overlap(anchor, test_curve)  # the qualities both reach, anchor's rates there
+            assert low == max(anchor.points[0].msssim_db, test_curve.points[0].msssim_db)
+            assert high == min(anchor.points[-1].msssim_db, test_curve.points[-1].msssim_db)
+            rates = f"{rate_at_metric(anchor, low):.3f}-{rate_at_metric(anchor, high):.3f} bpp"
+            assert f"{low:.2f}-{high:.2f} dB (= {rates})" in row
     assert main(["bdrate", str(path), str(family), "--anchor-curve", "avif"]) == 2
     assert "has no curve 'avif'" in capsys.readouterr().err
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.bdrate import bd_rate_curves, quality_overlap
 from shrink.compression.family import is_family, load_family
-from shrink.compression.rd import RDCurve, load_curves
+from shrink.compression.rd import RDCurve, load_curves, rate_at_metric
 
 from ._common import ArgumentParser, run_command
 
@@ -53,14 +53,24 @@ def run(args: argparse.Namespace) -> int:
     tests = pick(curves_at(args.test), args.test_curve, args.test)
     for name in args.anchor_curve:
         [anchor] = pick(anchors, name, args.anchor, default="jpeg")
-        print(f"BD-rate vs {anchor.name} (negative = fewer bytes)   MS-SSIM dB     PSNR")
+        print(
+            f"BD-rate vs {anchor.name} (negative = fewer bytes)   MS-SSIM dB     PSNR   "
+            f"over MS-SSIM dB (= {anchor.name} bpp)"
+        )
         for curve in tests:
             if curve.name == anchor.name and len(tests) > 1:
                 continue
             ms = bd_rate_curves(anchor, curve, "msssim_db")
             ps = bd_rate_curves(anchor, curve, "psnr")
-            print(f"{curve.name:<40} {ms:+10.2f} % {ps:+8.2f} %")
+            print(f"{curve.name:<40} {ms:+10.2f} % {ps:+8.2f} %   {_over(anchor, curve)}")
     return 0
+
+
+def _over(anchor: RDCurve, curve: RDCurve) -> str:
+    """The MS-SSIM dB range the BD-rate averages over, and the anchor's rates there."""
+    low, high = quality_overlap(anchor, curve, "msssim_db")
+    rates = f"{rate_at_metric(anchor, low):.3f}-{rate_at_metric(anchor, high):.3f} bpp"
+    return f"{low:.2f}-{high:.2f} dB (= {rates})"
 
 
 def main(argv: list[str] | None = None) -> int:
