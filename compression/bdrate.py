@@ -42,25 +42,27 @@ def bd_rate(
     """BD-rate of ``test`` against ``anchor`` in percent; negative means the test needs fewer bits."""
     anchor_q, anchor_log_r = _frontier(anchor_bpp, anchor_quality, "anchor")
     test_q, test_log_r = _frontier(test_bpp, test_quality, "test")
-    low, high = _overlap(anchor_q, test_q)
+    overlap = _overlap(anchor_q, test_q)
+    if overlap is None:
+        raise ValueError(
+            f"no quality overlap: anchor spans [{anchor_q[0]:.4g}, {anchor_q[-1]:.4g}], "
+            f"test spans [{test_q[0]:.4g}, {test_q[-1]:.4g}]"
+        )
+    low, high = overlap
     anchor_area = PchipInterpolator(anchor_q, anchor_log_r).integrate(low, high)
     test_area = PchipInterpolator(test_q, test_log_r).integrate(low, high)
     return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
 
 
-def _overlap(anchor_q: np.ndarray, test_q: np.ndarray) -> tuple[float, float]:
+def _overlap(anchor_q: np.ndarray, test_q: np.ndarray) -> tuple[float, float] | None:
     low, high = max(anchor_q[0], test_q[0]), min(anchor_q[-1], test_q[-1])
-    if not high > low:
-        raise ValueError(
-            f"no quality overlap: anchor spans [{anchor_q[0]:.4g}, {anchor_q[-1]:.4g}], "
-            f"test spans [{test_q[0]:.4g}, {test_q[-1]:.4g}]"
-        )
-    return float(low), float(high)
+    return (float(low), float(high)) if high > low else None
 
 
-def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> tuple[float, float]:
-    """The qualities a BD-rate of the two curves averages over: where both reach. A curve that covers only
-    part of the other's range is judged there alone (a codec of low rates against JPEG's worst ones)."""
+def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> tuple[float, float] | None:
+    """The qualities a BD-rate of the two curves averages over: where both reach (None: nowhere, no BD-rate).
+    A curve that covers only part of the other's range is judged there alone (a codec of low rates against
+    JPEG's worst ones)."""
     anchor_q, _ = _frontier(*anchor.values(metric), f"anchor {anchor.name!r}")
     test_q, _ = _frontier(*test.values(metric), f"test {test.name!r}")
     return _overlap(anchor_q, test_q)

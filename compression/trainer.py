@@ -76,13 +76,16 @@ class EpochRecord:
     dev_rate_change: float | None = None  # rd.operating_rate_change vs JPEG; None in earlier checkpoints
 
     def score(self, judge: str) -> float:
-        """Higher is better: the dev gain in dB (``judge = "gain"``) or the % of JPEG's bytes saved at equal
-        MS-SSIM (``"rate"``): what ``training.judge`` picks the best epoch by."""
-        if judge == "gain":
-            return self.dev_gain_db
-        if self.dev_rate_change is None:
+        """What ``training.judge`` picks the best epoch by (:func:`judged_score`)."""
+        if judge == "rate" and self.dev_rate_change is None:
             raise ValueError(f"epoch {self.epoch} has no dev rate (recorded by an earlier version)")
-        return -100.0 * self.dev_rate_change
+        return judged_score(judge, self.dev_gain_db, self.dev_rate_change)
+
+
+def judged_score(judge: str, gain_db: float, rate_change: float | None) -> float:
+    """Higher is better: the dev gain in dB (``judge = "gain"``) or the % of JPEG's bytes saved at equal
+    MS-SSIM (``"rate"``)."""
+    return gain_db if judge == "gain" else -100.0 * rate_change
 
 
 def best_record(history: list[EpochRecord], judge: str) -> EpochRecord:
@@ -330,10 +333,9 @@ class Trainer:
         return evaluate(self.model, self.dev_images, self.config.data.dev_qualities, self.codec)
 
     def score(self, curve: RDCurve) -> float:
-        """The dev score ``training.judge`` names (:meth:`EpochRecord.score`) of a dev curve."""
-        if self.config.training.judge == "gain":
-            return operating_gain(curve, self.dev_jpeg)
-        return -100.0 * operating_rate_change(curve, self.dev_jpeg)
+        """The dev score ``training.judge`` names (:func:`judged_score`) of a dev curve."""
+        gain, rate_change = operating_gain(curve, self.dev_jpeg), operating_rate_change(curve, self.dev_jpeg)
+        return judged_score(self.config.training.judge, gain, rate_change)
 
     def _guard_due(self) -> bool:
         if self.com_pending is None:

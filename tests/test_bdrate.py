@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from shrink.compression.bdrate import bd_rate, bd_rate_curves
+from shrink.compression.bdrate import bd_rate, bd_rate_curves, quality_overlap
 from shrink.compression.metrics import msssim_db, msssim_from_db
 from shrink.compression.rd import (
     RDCurve,
@@ -73,6 +73,9 @@ def test_dominated_points_are_dropped() -> None:
 def test_no_overlap_raises() -> None:
     with pytest.raises(ValueError, match="no quality overlap"):
         bd_rate([0.1, 0.2], [5.0, 6.0], [0.3, 0.4], [7.0, 8.0])
+    low, high = _curve("low", [0.1, 0.2], [5.0, 6.0]), _curve("high", [0.3, 0.4], [7.0, 8.0])
+    assert quality_overlap(low, high) is None
+    assert quality_overlap(low, _curve("wide", [0.15, 0.5], [5.5, 8.0])) == (5.5, 6.0)
 
 
 def test_too_few_points_raise() -> None:

@@ -150,6 +150,11 @@ def test_bdrate_reads_a_family_as_its_envelope_and_members_against_several_ancho
             assert high == min(anchor.points[-1].msssim_db, test_curve.points[-1].msssim_db)
             rates = f"{rate_at_metric(anchor, low):.3f}-{rate_at_metric(anchor, high):.3f} bpp"
             assert f"{low:.2f}-{high:.2f} dB (= {rates})" in row
+    far = tmp_path / "far.json"  # an anchor whose qualities the family never reaches: every row says so
+    save_curves(far, {"jpeg": curve("jpeg", [(6.0, 30.0), (9.0, 32.0)])})
+    assert main(["bdrate", str(far), str(family)]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == len(tests) and all(row.count("no overlap") == 2 for row in rows)
     assert main(["bdrate", str(path), str(family), "--anchor-curve", "avif"]) == 2
     assert "has no curve 'avif'" in capsys.readouterr().err
 

@@ -68,26 +68,17 @@ def run(args: argparse.Namespace) -> int:
 def _bd_rate(anchor: RDCurve, curve: RDCurve, metric: str) -> str:
     """The BD-rate as a table cell; curves that share no quality (a low-rate member against a codec whose
     lowest PSNR is above the member's highest) have none, which is a row's answer, not the table's."""
-    if not _overlaps(anchor, curve, metric):
+    if quality_overlap(anchor, curve, metric) is None:
         return "no overlap"
     return f"{bd_rate_curves(anchor, curve, metric):+.2f} %"
 
 
-def _overlaps(anchor: RDCurve, curve: RDCurve, metric: str) -> bool:
-    try:
-        quality_overlap(anchor, curve, metric)
-    except ValueError as error:
-        if "no quality overlap" not in str(error):
-            raise
-        return False
-    return True
-
-
 def _over(anchor: RDCurve, curve: RDCurve) -> str:
     """The MS-SSIM dB range the BD-rate averages over, and the anchor's rates there."""
-    if not _overlaps(anchor, curve, "msssim_db"):
+    overlap = quality_overlap(anchor, curve, "msssim_db")
+    if overlap is None:
         return "-"
-    low, high = quality_overlap(anchor, curve, "msssim_db")
+    low, high = overlap
     rates = f"{rate_at_metric(anchor, low):.3f}-{rate_at_metric(anchor, high):.3f} bpp"
     return f"{low:.2f}-{high:.2f} dB (= {rates})"
 
