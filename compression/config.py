@@ -199,6 +199,12 @@ class TrainingConfig(Strict):
     batch_size: int = Field(8, ge=1)
     crop: int = Field(128, ge=16)
     time_budget_s: float | None = Field(None, gt=0.0, description="stop (and checkpoint) after this long")
+    schedule_clock: Literal["steps", "budget"] = Field(
+        "steps",
+        description="what the cosine learning-rate schedule runs over: 'steps', epochs x steps_per_epoch "
+        "(reproducible on any machine); 'budget', whichever of the steps and time_budget_s runs out first, "
+        "so a run that the clock stops has still decayed its learning rate to the floor",
+    )
     guard: GuardConfig = GuardConfig()
     judge: Literal["gain", "rate"] = Field(
         "gain",
@@ -211,6 +217,12 @@ class TrainingConfig(Strict):
     def _crop_fits_codec_blocks(self) -> TrainingConfig:
         if self.crop % 16:
             raise ValueError(f"crop must be a multiple of 16 (JPEG macroblocks), got {self.crop}")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_clock_has_a_budget(self) -> TrainingConfig:
+        if self.schedule_clock == "budget" and self.time_budget_s is None:
+            raise ValueError("schedule_clock = 'budget' needs time_budget_s")
         return self
 
 

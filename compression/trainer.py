@@ -117,15 +117,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(config: OptimizerConfig, step: int, total_steps: int, own_steps: int = 0) -> float:
+def lr_factor(
+    config: OptimizerConfig, step: int, total_steps: int, own_steps: int = 0, time_share: float = 0.0
+) -> float:
     """The schedule's factor at global ``step``, times a linear warm-up over the net's ``own_steps``
-    (a net trains only in its turns: the ComCNN's first step may come epochs into the run)."""
+    (a net trains only in its turns: the ComCNN's first step may come epochs into the run).
+
+    The cosine runs over whichever share is larger, of the steps or of the time budget (``time_share``,
+    0 when the schedule runs over steps only)."""
     warmup = min(1.0, (own_steps + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     if config.schedule == "constant":
         return warmup
     if config.schedule == "step":
         return warmup * config.step_gamma ** (step // config.step_every)
-    progress = min(step / max(total_steps, 1), 1.0)
+    progress = min(max(step / max(total_steps, 1), time_share), 1.0)
     cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return warmup * cosine
 
@@ -205,6 +210,7 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self.best_score = -math.inf
         self.elapsed_before = 0.0
+        self.clock_start: float | None = None  # when run() last started its clock
         self._reset_epoch_stats()
 
     # ---- set-up helpers -------------------------------------------------------------------------------
@@ -228,10 +234,23 @@ class Trainer:
         low, high = codec.quality_range
         return torch.randint(low, high + 1, (batch_size,), generator=self.quality_generator).tolist()
 
+    def elapsed_s(self) -> float:
+        """Training time so far, across resumes (the clock of ``time_budget_s``)."""
+        running = time.monotonic() - self.clock_start if self.clock_start is not None else 0.0
+        return self.elapsed_before + running
+
+    def _time_share(self) -> float:
+        training = self.config.training
+        if training.schedule_clock == "steps":
+            return 0.0
+        return self.elapsed_s() / training.time_budget_s
+
     def _set_learning_rates(self) -> None:
-        com = lr_factor(self.config.optim_com, self.step, self.total_steps, optimizer_steps(self.opt_com))
+        share = self._time_share()
+        com_steps, rec_steps = optimizer_steps(self.opt_com), optimizer_steps(self.opt_rec)
+        com = lr_factor(self.config.optim_com, self.step, self.total_steps, com_steps, share)
         com *= self.com_lr_scale
-        rec = lr_factor(self.config.optim_rec, self.step, self.total_steps, optimizer_steps(self.opt_rec))
+        rec = lr_factor(self.config.optim_rec, self.step, self.total_steps, rec_steps, share)
         for group in self.opt_com.param_groups:
             group["lr"] = self.config.optim_com.lr * com
         for group in self.opt_rec.param_groups:
@@ -405,8 +424,7 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         budget = self.config.training.time_budget_s
-        start = time.monotonic()
-        epoch_start = start
+        self.clock_start = epoch_start = time.monotonic()
         stopped_by_budget = False
         self.log(
             f"training on {self.device} ({self.config.training.gradient_mode}, ratio {self.model.ratio}, "
@@ -416,7 +434,7 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 self.train_step()
-                over_budget = budget is not None and self.elapsed_before + time.monotonic() - start > budget
+                over_budget = budget is not None and self.elapsed_s() > budget
                 if self.step % self.config.training.steps_per_epoch == 0:
                     self.end_epoch(epoch_start)
                     epoch_start = time.monotonic()
@@ -427,12 +445,10 @@ class Trainer:
                     self.log(f"time budget of {budget:.0f}s reached at step {self.step}")
                     break
                 if self.stop_requested:
-                    self.elapsed_before += time.monotonic() - start
-                    start = time.monotonic()
                     self.save(self.out_dir / "last.ckpt")
                     raise TrainingInterrupted(f"stopped at step {self.step}; resume from {self.out_dir}")
         finally:
-            self.elapsed_before += time.monotonic() - start
+            self.elapsed_before, self.clock_start = self.elapsed_s(), None
             self.channel.close()
         if not self.history:  # resumed a finished run: report where it ended
             raise CheckpointError("nothing to train: the checkpoint already holds every epoch")
@@ -467,7 +483,7 @@ class Trainer:
             "com_pending": self.com_pending,
             "rec_after_com": self.rec_after_com,
             "best_score": self.best_score,
-            "elapsed_s": self.elapsed_before,
+            "elapsed_s": self.elapsed_s(),
             "rng": rng,
             "history": json.dumps([asdict(record) for record in self.history]),
         }

@@ -274,6 +274,41 @@ def test_cosine_schedule_ends_at_the_floor():
     assert lr_factor(OptimizerConfig(schedule="step", step_every=10, step_gamma=0.5), 25, 100) == 0.25
 
 
+def test_cosine_runs_over_the_larger_share_of_steps_or_time():
+    from shrink.compression.config import OptimizerConfig
+
+    config = OptimizerConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(config, 10, 100, time_share=1.0) == pytest.approx(0.1)  # the clock ran out first
+    assert lr_factor(config, 10, 100, time_share=3.0) == pytest.approx(0.1)  # and stays at the floor
+    assert lr_factor(config, 50, 100, time_share=0.2) == lr_factor(config, 50, 100)  # the steps lead
+    assert lr_factor(config, 20, 100, time_share=0.5) == pytest.approx(0.55)  # half the time: mid-cosine
+
+
+@pytest.mark.parametrize("clock", ["steps", "budget"])
+def test_trainer_learning_rate_follows_its_schedule_clock(image_folder: Path, tmp_path: Path, clock: str):
+    config = config_from_dict(tiny_config_dict(image_folder, time_budget_s=100.0, schedule_clock=clock))
+    trainer = Trainer(config, tmp_path, log=quiet)
+    trainer.elapsed_before = 100.0  # as if resumed with its whole time budget spent, at step 0
+    trainer._set_learning_rates()
+    factor = trainer.opt_rec.param_groups[0]["lr"] / config.optim_rec.lr
+    assert factor == pytest.approx(1.0 if clock == "steps" else config.optim_rec.min_lr_ratio)
+
+
+def test_budget_clock_without_a_budget_is_refused(image_folder: Path):
+    with pytest.raises(ValueError, match="schedule_clock = 'budget' needs time_budget_s"):
+        config_from_dict(tiny_config_dict(image_folder, schedule_clock="budget"))
+
+
+def test_checkpoints_count_the_running_session_in_elapsed_time(tiny_config, tmp_path: Path):
+    """A run killed without a graceful stop resumes from its last epoch's checkpoint: that checkpoint must
+    hold the time already spent, or the resumed run would get its whole time budget again."""
+    trainer = Trainer(tiny_config, tmp_path, log=quiet)
+    trainer.run()
+    elapsed = load_checkpoint(tmp_path / "last.ckpt")["elapsed_s"]
+    assert 0.0 < elapsed <= trainer.elapsed_before
+    assert trainer.elapsed_s() == trainer.elapsed_before  # the clock stops with the run
+
+
 def test_warmup_ramps_each_net_over_its_own_steps_and_resumes_with_its_optimizer():
     from shrink.compression.config import OptimizerConfig
     from shrink.compression.trainer import make_optimizer, optimizer_steps
