@@ -1,19 +1,34 @@
-"""Cost of the real codec in the training loop: step time with real JPEG / step time with an identity codec.
+"""Cost of the real codec in the training loop, and how much of it the input pipeline hides.
 
-Same model, same batch, same preset; the two variants are timed alternately in one process so machine noise
-hits both. Target (issue 3): <= 1.15 on CPU at the demo preset.
+One trainer, one process; the arms run in alternating blocks of steps so machine noise hits all of them:
+- identity: the codec's round trip returns the stored 8-bit values unchanged (no codec cost), pipelined;
+- serial: the real codec, batches drawn in the step and round-tripped in it (``device.prefetch_batches = 0``,
+  ``device.overlap_codec = false``: the loop before the pipeline);
+- pipelined: the real codec, batches drawn ahead by a thread and the next batch's round trip started during
+  the current RecCNN step (the defaults).
+Each arm's RecCNN-turn step time (``Trainer.train_step``: batch, compact image, codec, RecCNN pass and
+update), its ratio to the identity arm, and the share of the step the training thread waited for data (the
+batch and the decoded compact images). A ComCNN step (straight-through: the codec in its forward pass, not
+pipelined) is timed real vs identity.
+Targets (issue 22): pipelined <= 1.15 x identity at the paper preset on a GPU.
 
-    .venv/bin/python benchmarks/step_overhead.py [--config studies/presets/demo.toml] [--repeats 15]
+    .venv/bin/python benchmarks/step_overhead.py [--config studies/presets/demo.toml] [--set KEY=VALUE ...]
+        [--steps 8] [--repeats 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from concurrent.futures import Future
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from shrink.compression.codecs import RoundTripJob
 from shrink.compression.config import load_config
 from shrink.compression.trainer import Trainer
 
@@ -21,49 +36,123 @@ from shrink.compression.trainer import Trainer
 class IdentityRoundTrip:
     """Stands in for the codec's batch round trip: the stored 8-bit values come back unchanged."""
 
-    def __call__(self, batch: torch.Tensor, qualities) -> tuple[torch.Tensor, list[int]]:
-        return batch.clone(), [0] * batch.shape[0]
+    def submit(self, images: np.ndarray, qualities) -> RoundTripJob:
+        return RoundTripJob([_finished((image, 0)) for image in images])
 
     def close(self) -> None:
         pass
 
 
-def timed(step, x: torch.Tensor) -> float:
-    start = time.perf_counter()
-    step(x)
-    return time.perf_counter() - start
+def _finished(result) -> Future:
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
+@dataclass
+class Arm:
+    name: str
+    prefetch: int
+    overlap: bool
+    identity: bool
+
+
+ARMS = (Arm("identity", 2, True, True), Arm("serial", 0, False, False), Arm("pipelined", 2, True, False))
+
+
+def use_arm(trainer: Trainer, arm: Arm, real_round_trip) -> None:
+    trainer._close_batches()
+    trainer.config.device.prefetch_batches = arm.prefetch
+    trainer.config.device.overlap_codec = arm.overlap
+    trainer.channel.round_trip = IdentityRoundTrip() if arm.identity else real_round_trip
+
+
+def sync(trainer: Trainer) -> None:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+
+
+def time_block(trainer: Trainer, steps: int) -> tuple[float, float]:
+    """(seconds per step, share of it waiting for data) over ``steps`` RecCNN-turn steps."""
+    trainer.train_step()  # the stream starts and fills: not timed
+    sync(trainer)
+    waited, start = trainer.input_wait_s, time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    sync(trainer)
+    seconds = time.perf_counter() - start
+    return seconds / steps, (trainer.input_wait_s - waited) / seconds
+
+
+def reccnn_steps(trainer: Trainer, steps: int, repeats: int) -> None:
+    real_round_trip = trainer.channel.round_trip
+    times: dict[str, list[float]] = {arm.name: [] for arm in ARMS}
+    waits: dict[str, list[float]] = {arm.name: [] for arm in ARMS}
+    for repeat in range(repeats + 1):  # the first round warms every arm up
+        for arm in ARMS:
+            use_arm(trainer, arm, real_round_trip)
+            seconds, wait = time_block(trainer, steps)
+            if repeat:
+                times[arm.name].append(seconds)
+                waits[arm.name].append(wait)
+    use_arm(trainer, ARMS[-1], real_round_trip)
+    trainer._close_batches()
+    identity = times["identity"]
+    for arm in ARMS:
+        ratio = statistics.median(t / i for t, i in zip(times[arm.name], identity, strict=True))
+        print(
+            f"RecCNN turn, {arm.name:9s}: {statistics.median(times[arm.name]) * 1e3:8.1f} ms/step, "
+            f"{ratio:.3f} x identity, waiting for data {100 * statistics.median(waits[arm.name]):5.1f} % "
+            "of the step"
+        )
+
+
+def comcnn_step(trainer: Trainer, repeats: int) -> None:
+    batch, x, _ = trainer._take_batch()
+    real_round_trip = trainer.channel.round_trip
+    real, identity = [], []
+    for repeat in range(repeats + 2):
+        for round_trip, times in ((real_round_trip, real), (IdentityRoundTrip(), identity)):
+            trainer.channel.round_trip = round_trip
+            sync(trainer)
+            start = time.perf_counter()
+            trainer.com_step(x, batch.qualities)
+            sync(trainer)
+            if repeat >= 2:
+                times.append(time.perf_counter() - start)
+    trainer.channel.round_trip = real_round_trip
+    ratio = statistics.median(r / i for r, i in zip(real, identity, strict=True))
+    mode = trainer.config.training.gradient_mode
+    print(
+        f"ComCNN step ({mode}): real {statistics.median(real) * 1e3:8.1f} ms, "
+        f"identity {statistics.median(identity) * 1e3:8.1f} ms, {ratio:.3f} x identity"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="studies/presets/demo.toml")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per block")
+    parser.add_argument("--repeats", type=int, default=6, help="blocks per arm")
     args = parser.parse_args()
 
-    config = load_config(args.config)
-    trainer = Trainer(config, "runs/bench-step-overhead", log=lambda _: None)
-    real_round_trip = trainer.channel.round_trip
-    x = trainer.sampler.sample(config.training.batch_size).to(trainer.device)
-    print(
-        f"preset {args.config}: batch {tuple(x.shape)}, gradient mode {config.training.gradient_mode}, "
-        f"{torch.get_num_threads()} threads"
-    )
-    for name, step in (("RecCNN step", trainer.rec_step), ("ComCNN step", trainer.com_step)):
-        real, identity = [], []
-        for _ in range(2):  # warm-up both paths
-            step(x)
-        for _ in range(args.repeats):
-            trainer.channel.round_trip = real_round_trip
-            real.append(timed(step, x))
-            trainer.channel.round_trip = IdentityRoundTrip()
-            identity.append(timed(step, x))
-        trainer.channel.round_trip = real_round_trip
-        ratio = statistics.median(r / i for r, i in zip(real, identity, strict=True))
+    # every step a RecCNN turn, no epoch end in the way
+    overrides = ["training.epochs=1", "training.steps_per_epoch=1000000", "training.rec_warmup_epochs=1"]
+    config = load_config(args.config, [*args.overrides, *overrides])
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, out, log=lambda _: None)
+        training = config.training
         print(
-            f"{name}: real JPEG {statistics.median(real) * 1e3:7.1f} ms, identity codec "
-            f"{statistics.median(identity) * 1e3:7.1f} ms, ratio {ratio:.3f} (median of paired runs)"
+            f"{args.config} {' '.join(args.overrides)}: {trainer.device}, batch {training.batch_size} x "
+            f"{training.crop} px, ratio {config.model.ratio}, RecCNN {config.model.reccnn.family} "
+            f"{config.model.reccnn.depth}x{config.model.reccnn.width}, amp {trainer.use_amp}, "
+            f"{torch.get_num_threads()} torch threads, "
+            f"{trainer.channel.round_trip.pool._max_workers} codec threads"
         )
-    trainer.channel.close()
+        reccnn_steps(trainer, args.steps, args.repeats)
+        comcnn_step(trainer, args.repeats)
+        trainer.channel.close()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ per-image rows are kept in ``RDCurve.per_image``. Codec work runs in a thread po
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import REFERENCE_CODECS, Codec, build_codec, from_uint8, to_uint8
+from .codecs import REFERENCE_CODECS, Codec, build_codec, default_codec_threads, from_uint8, to_uint8
 from .config import CodecConfig
 from .data import NamedImage
 from .rd import RDCurve, curve_from_rows, measure
@@ -63,7 +62,7 @@ def _as_float(image: NamedImage) -> torch.Tensor:
 
 
 def _map(function: Callable[..., Row], jobs: Sequence[tuple], threads: int) -> list[Row]:
-    workers = threads or os.cpu_count() or 1
+    workers = threads or default_codec_threads()
     if workers == 1 or len(jobs) <= 1:
         return [function(*job) for job in jobs]
     with ThreadPoolExecutor(max_workers=workers) as pool:

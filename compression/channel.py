@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .codecs import BatchRoundTrip, Codec
+from .codecs import BatchRoundTrip, Codec, RoundTripJob, batch_from_uint8, batch_to_uint8
 from .jpeg_proxy import JpegProxy
 from .resample import quantize_8bit
 
@@ -39,7 +39,19 @@ class CodecChannel:
     @torch.no_grad()
     def real(self, compact: torch.Tensor, qualities: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
         """What the decoder really receives: the decoded file, and the file sizes in bytes."""
-        return self.round_trip(quantize_8bit(compact.float()), qualities)
+        return self.receive(self.submit(compact, qualities), compact.device)
+
+    @torch.no_grad()
+    def submit(self, compact: torch.Tensor, qualities: Sequence[int]) -> RoundTripJob:
+        """Start the real round trip of a compact batch: its 8-bit values cross to the host once, as uint8,
+        and the codec threads work while the caller goes on (:meth:`receive` waits for them)."""
+        return self.round_trip.submit(batch_to_uint8(compact).cpu().numpy(), qualities)
+
+    @staticmethod
+    def receive(job: RoundTripJob, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+        """The decoded batch of a :meth:`submit`, float on ``device`` (converted there), and file sizes."""
+        decoded, sizes = job.result()
+        return batch_from_uint8(torch.from_numpy(decoded), device), sizes
 
     def needs_real_decode(self) -> bool:
         return self.gradient_mode == "straight-through"

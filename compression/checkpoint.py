@@ -69,7 +69,7 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     from .config import TrainConfig
     from .models import build_model
 
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path)  # on the CPU; load_state_dict copies the weights to ``device``
     config = TrainConfig.model_validate_json(state["config"])
     model = build_model(config.model).to(device)
     model.load_state_dict(state["model"])

@@ -12,11 +12,10 @@ from __future__ import annotations
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import imagecodecs
 import numpy as np
 import pyjpegli
 import torch
@@ -144,9 +143,13 @@ class JpegXLCodec(Codec):
     def encode(self, image: np.ndarray, quality: int) -> bytes:
         self.check_image(image)
         options = self.save_options(quality)
+        import imagecodecs  # here, not at the top: a 26 MB wheel that only this reference codec needs
+
         return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(image), numthreads=1, **options))
 
     def decode(self, data: bytes) -> np.ndarray:
+        import imagecodecs
+
         return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1))
 
 
@@ -168,6 +171,23 @@ def build_codec(config: CodecConfig) -> Codec:
     return CODECS[config.name](config)
 
 
+CODEC_THREADS_ENV = "SHRINK_CODEC_THREADS"
+
+
+def default_codec_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Codec threads when ``codec.threads`` is 0: ``SHRINK_CODEC_THREADS`` (``shrink launch`` sets it to each
+    worker's share of the cores), else the cores this process may run on (its affinity mask)."""
+    value = (os.environ if environ is None else environ).get(CODEC_THREADS_ENV, "").strip()
+    if value:
+        if not (value.isascii() and value.isdigit() and int(value) > 0):
+            raise ValueError(f"{CODEC_THREADS_ENV}={value!r} is not a positive integer")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """CxHxW float in [0, 1] -> HxWxC uint8, rounding exactly like :func:`resample.quantize_8bit`."""
     array = torch.round(image.detach().float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
@@ -179,21 +199,55 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float() / 255.0
 
 
+def batch_to_uint8(batch: torch.Tensor) -> torch.Tensor:
+    """Bx3xHxW float in [0, 1] -> BxHxWx3 uint8 on the same device, rounded as :func:`to_uint8` rounds: the
+    batch then crosses to the host once, as a quarter of the bytes."""
+    return torch.round(batch.detach().float().clamp(0.0, 1.0) * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def batch_from_uint8(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """BxHxWx3 uint8 (host) -> Bx3xHxW float32 in [0, 1] on ``device``, converted there: pinned and copied
+    without blocking when ``device`` is a GPU."""
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+    else:
+        images = images.to(device)
+    return images.permute(0, 3, 1, 2).float() / 255.0
+
+
+class RoundTripJob:
+    """A batch's round trip under way in the pool: :meth:`result` waits for it."""
+
+    def __init__(self, futures: list[Future]):
+        self.futures = futures
+
+    def done(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+    def result(self) -> tuple[np.ndarray, list[int]]:
+        """(the decoded batch as BxHxWx3 uint8, the file sizes in bytes)."""
+        results = [future.result() for future in self.futures]
+        return np.stack([decoded for decoded, _ in results]), [size for _, size in results]
+
+
 class BatchRoundTrip:
     """Encode and decode every image of a batch with a real codec, in parallel threads."""
 
     def __init__(self, codec: Codec, threads: int = 0):
         self.codec = codec
-        self.pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=threads or default_codec_threads())
+
+    def submit(self, images: np.ndarray, qualities: Sequence[int]) -> RoundTripJob:
+        """Start round-tripping a BxHxWx3 uint8 batch (a file per image, at its quality); returns at once."""
+        if len(qualities) != images.shape[0]:
+            raise ValueError(f"{len(qualities)} qualities for a batch of {images.shape[0]}")
+        jobs = zip(images, qualities, strict=True)
+        return RoundTripJob([self.pool.submit(self.codec.round_trip, image, int(q)) for image, q in jobs])
 
     def __call__(self, batch: torch.Tensor, qualities: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
         """Round-trip a Bx3xHxW batch in [0, 1]; returns the decoded batch (same device) and file sizes."""
-        if len(qualities) != batch.shape[0]:
-            raise ValueError(f"{len(qualities)} qualities for a batch of {batch.shape[0]}")
-        arrays = [to_uint8(image) for image in batch]
-        results = list(self.pool.map(self.codec.round_trip, arrays, [int(q) for q in qualities]))
-        decoded = torch.stack([from_uint8(array) for array, _ in results]).to(batch.device, batch.dtype)
-        return decoded, [size for _, size in results]
+        decoded, sizes = self.submit(batch_to_uint8(batch).cpu().numpy(), qualities).result()
+        return batch_from_uint8(torch.from_numpy(decoded), batch.device).to(batch.dtype), sizes
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

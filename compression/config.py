@@ -115,7 +115,9 @@ class CodecConfig(Strict):
     optimize: bool = True
     webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 6 = smallest files, slowest")
     avif_speed: int = Field(6, ge=0, le=10, description="libavif encoder speed: 0 = smallest files, slowest")
-    threads: int = Field(0, ge=0, description="codec thread pool size; 0 = one per CPU core")
+    threads: int = Field(
+        0, ge=0, description="codec thread pool size; 0 = SHRINK_CODEC_THREADS, else the process's cores"
+    )
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> CodecConfig:
@@ -252,6 +254,15 @@ class DeviceConfig(Strict):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = True
     threads: int = Field(0, ge=0, description="torch intra-op threads on CPU; 0 = leave torch's default")
+    prefetch_batches: int = Field(
+        2, ge=0, le=16, description="training batches drawn ahead by a thread (0: drawn in the training step)"
+    )
+    overlap_codec: bool = Field(
+        True,
+        description="round-trip the next batch through the real codec while the current RecCNN step runs "
+        "(the ComCNN is fixed then): the same batches and results, the codec threads off the critical path",
+    )
+    cudnn_benchmark: bool = Field(True, description="let cuDNN time kernels for the fixed training shapes")
 
 
 class TrainConfig(Strict):

@@ -133,6 +133,10 @@ class CropSampler:
 
     def sample(self, batch_size: int) -> torch.Tensor:
         """A float batch Bx3xCxC in [0, 1]."""
+        return self.sample_uint8(batch_size).float() / 255.0
+
+    def sample_uint8(self, batch_size: int) -> torch.Tensor:
+        """A batch Bx3xCxC as the images store it (uint8): a quarter of the bytes to pin and copy."""
         crops = []
         for _ in range(batch_size):
             pixels = self.images[self._draw(len(self.images))]
@@ -144,7 +148,7 @@ class CropSampler:
             if self._draw(2):
                 crop = crop.flip(-2)
             crops.append(crop)
-        return torch.stack(crops).float() / 255.0
+        return torch.stack(crops)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

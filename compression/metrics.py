@@ -7,6 +7,7 @@ range 1), the metric the field reports. Training crops are often too small for 5
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,6 +22,19 @@ WIN_SIGMA = 1.5
 DB_EPSILON = 1e-10  # msssim_db(1.0) = 100 dB instead of infinity
 
 
+def float32(metric):
+    """Run ``metric`` in float32 even inside ``torch.autocast``: autocast would run pytorch-msssim's Gaussian
+    filter (an ``F.conv2d``) in bf16, whatever the inputs' dtype, and bf16 is too coarse for SSIM's variance
+    terms (on CPU bf16: 1 - MS-SSIM off by up to 3x, values above 1, gradients at cosine 0.2-0.6 to fp32)."""
+
+    @functools.wraps(metric)
+    def in_float32(x: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return metric(x, *args, **kwargs)
+
+    return in_float32
+
+
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"expected two BxCxHxW tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
@@ -31,6 +45,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.float().contiguous(memory_format=torch.channels_last)
 
 
+@float32
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per image (B,), data range 1; identical images give +inf."""
     _check_pair(x, y)
@@ -51,6 +66,7 @@ def ms_ssim_levels(height: int, width: int, win_size: int = WIN_SIZE) -> int:
     return levels
 
 
+@float32
 def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """RGB MS-SSIM per image (B,): the evaluation metric (5 scales, 11-tap window, data range 1)."""
     _check_pair(x, y)
@@ -68,6 +84,7 @@ def ms_ssim_train(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -
     return ms_ssim_train_per_image(x, y, levels).mean()
 
 
+@float32
 def ms_ssim_train_per_image(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
     """Differentiable MS-SSIM per image (B,), for training crops of any size.
 
@@ -77,7 +94,7 @@ def ms_ssim_train_per_image(x: torch.Tensor, y: torch.Tensor, levels: int | None
     renormalised to sum to 1, with pytorch-msssim's own ``_ssim`` and ``_fspecial_gauss_1d``:
     ``pytorch_msssim.ms_ssim`` asserts the 5-scale minimum size and cannot be used on such crops. Values at
     fewer levels are therefore not comparable with evaluation MS-SSIM; they are a training signal only.
-    Inputs are computed in float32 (bf16 is too coarse for the variance terms).
+    Computed in float32, also inside autocast (:func:`float32`).
     """
     _check_pair(x, y)
     fits = ms_ssim_levels(*x.shape[-2:])
@@ -117,6 +134,7 @@ def bpp(nbytes: int, height: int, width: int) -> float:
     return 8.0 * nbytes / (height * width)
 
 
+@float32
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, alpha: float, mse_scale: float) -> torch.Tensor:
     """``alpha * mse_scale * MSE + (1 - alpha) * (1 - MS-SSIM)``; a term whose weight is 0 is not computed."""
     loss = x_hat.new_zeros((), dtype=torch.float32)
@@ -127,6 +145,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, alpha: float, mse_
     return loss
 
 
+@float32
 def gain_units_loss(
     x_hat: torch.Tensor, x: torch.Tensor, rate: torch.Tensor, slope_db: float
 ) -> torch.Tensor:

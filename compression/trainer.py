@@ -33,13 +33,14 @@ import torch.nn.functional as F
 from .baselines import codec_curve
 from .channel import CodecChannel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .codecs import JpegCodec, build_codec
+from .codecs import JpegCodec, RoundTripJob, build_codec
 from .config import DataConfig, OptimizerConfig, TrainConfig
 from .cost import config_cost, format_cost
 from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load_images
 from .evaluate import evaluate
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
 from .models import build_model
+from .pipeline import Batch, BatchStream
 from .rd import RDCurve, RDPoint, operating_gain, operating_point, operating_rate_change
 
 DEV_JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
@@ -178,6 +179,8 @@ class Trainer:
             torch.set_num_threads(config.device.threads)
         self.device = select_device(config)
         self.use_amp = self.device.type == "cuda" and config.device.amp
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = config.device.cudnn_benchmark
         self.memory_format = (
             torch.channels_last
             if config.device.channels_last and self.device.type == "cuda"
@@ -199,6 +202,11 @@ class Trainer:
 
         self.sampler = CropSampler(load_images(config.data.train), training.crop, seed=config.seed)
         self.quality_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.input_rng = self._input_rng_state()  # after the last batch trained on: what checkpoints hold
+        self.batches: BatchStream | None = None  # started by the first step, closed when run() returns
+        self.ahead: tuple[Batch, torch.Tensor, RoundTripJob] | None = None  # next batch, codec under way
+        self.buffers_before_ahead: dict[str, torch.Tensor] = {}  # the ComCNN's norm statistics before it
+        self.input_wait_s = 0.0  # how long steps waited for batches and for the codec (benchmarks/)
         self.dev_images = load_dev_images(config.data)
         self.codec = build_codec(config.codec)
         self.channel = CodecChannel(
@@ -223,8 +231,9 @@ class Trainer:
         return copy.deepcopy({"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()})
 
     def _autocast(self):
+        """bf16 autocast around the nets' forward passes; losses and metrics run in float32 outside it."""
         if self.use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def _sample_qualities(self, batch_size: int) -> list[int]:
@@ -274,52 +283,50 @@ class Trainer:
         return self.step // self.config.training.steps_per_epoch
 
     # ---- the two steps --------------------------------------------------------------------------------
-    def rec_step(self, x: torch.Tensor) -> float:
-        """RecCNN learns the residual on what the decoder really gets: the decoded file, upscaled."""
-        qualities = self._sample_qualities(x.shape[0])
-        with torch.no_grad(), self._autocast():
-            compact = self.model.compress(x)["compact"]
-        decoded, sizes = self.channel.real(compact, qualities)
+    def rec_step(self, x: torch.Tensor, qualities: list[int], job: RoundTripJob | None = None) -> float:
+        """RecCNN learns the residual on what the decoder really gets: the decoded file, upscaled.
+
+        ``job``: this batch's codec round trip when it was started ahead (:meth:`_look_ahead`)."""
+        decoded, sizes = self._receive(job or self._start_round_trip(x, qualities))
         decoded = decoded.contiguous(memory_format=self.memory_format)
         self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
         with self._autocast():
-            out = self.model.reconstruct(decoded, tuple(x.shape[-2:]), qualities)
-            loss = reconstruction_loss(
-                out["x_hat"].float(), x, self.config.loss.alpha_rec, self.config.loss.mse_scale
-            )
+            x_hat = self.model.reconstruct(decoded, tuple(x.shape[-2:]), qualities)["x_hat"]
+        loss = reconstruction_loss(x_hat.float(), x, self.config.loss.alpha_rec, self.config.loss.mse_scale)
         self._check_finite(loss, "RecCNN")
         self._optimizer_step(self.opt_rec, loss, self.model.reccnn, self.config.optim_rec.grad_clip)
         return loss.item()
 
-    def com_step(self, x: torch.Tensor) -> float:
+    def com_step(self, x: torch.Tensor, qualities: list[int]) -> float:
         """ComCNN learns end to end through the codec (gradient mode) and a frozen RecCNN."""
         cfg = self.config.loss
-        qualities = self._sample_qualities(x.shape[0])
-        with frozen(self.model.reccnn), self._autocast():
-            compressed = self.model.compress(x)
+        with frozen(self.model.reccnn):
+            with self._autocast():
+                compressed = self.model.compress(x)
             compact, base = compressed["compact"].float(), compressed["base"].float()
             real = None
             if self.channel.needs_real_decode():
-                real, sizes = self.channel.real(compact.detach(), qualities)
+                real, sizes = self._receive(self.channel.submit(compact.detach(), qualities))
                 self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
             gain_loss = cfg.com_loss == "gain"
             decoded, rate_proxy = self.channel.differentiable(
                 compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0
             )
-            x_hat = self.model.reconstruct(
-                decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:]), qualities
-            )["x_hat"].float()
-            if gain_loss:  # headers excluded: on small crops they would hide how the scan's size moves
-                loss = gain_units_loss(x_hat, x, rate_proxy["scan_bits"], cfg.gain_slope_db)
-            else:
-                loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
-                if rate_proxy is not None:
-                    loss = loss + cfg.rate_weight * rate_proxy["bpp"].mean() / self.model.ratio**2
-            if cfg.fidelity_weight > 0:
-                loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
-            if cfg.range_weight > 0:
-                excess = F.relu(compact - 1.0) + F.relu(-compact)
-                loss = loss + cfg.range_weight * excess.pow(2).mean()
+            with self._autocast():
+                x_hat = self.model.reconstruct(
+                    decoded.contiguous(memory_format=self.memory_format), tuple(x.shape[-2:]), qualities
+                )["x_hat"].float()
+        if gain_loss:  # headers excluded: on small crops they would hide how the scan's size moves
+            loss = gain_units_loss(x_hat, x, rate_proxy["scan_bits"], cfg.gain_slope_db)
+        else:
+            loss = reconstruction_loss(x_hat, x, cfg.alpha_com, cfg.mse_scale)
+            if rate_proxy is not None:
+                loss = loss + cfg.rate_weight * rate_proxy["bpp"].mean() / self.model.ratio**2
+        if cfg.fidelity_weight > 0:
+            loss = loss + cfg.fidelity_weight * F.mse_loss(compact, base)
+        if cfg.range_weight > 0:
+            excess = F.relu(compact - 1.0) + F.relu(-compact)
+            loss = loss + cfg.range_weight * excess.pow(2).mean()
         self._check_finite(loss, "ComCNN")
         self._optimizer_step(self.opt_com, loss, self.model.comcnn, self.config.optim_com.grad_clip)
         return loss.item()
@@ -333,19 +340,107 @@ class Trainer:
         return first if ((step - self.warmup_steps) // self.period) % 2 == 0 else other
 
     def train_step(self) -> None:
-        x = self.sampler.sample(self.config.training.batch_size)
-        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+        batch, x, job = self._take_batch()
         turn = self.turn_at(self.step)
         self._set_learning_rates()
         self.model.train()
         if turn == "com" and self.com_pending is None and self.config.training.guard.enabled:
             self.com_pending = self._comcnn_state()
         self.rec_after_com = turn == "rec" and self.com_pending is not None
-        loss = self.rec_step(x) if turn == "rec" else self.com_step(x)
+        if turn == "rec":
+            job = job or self._start_round_trip(x, batch.qualities)
+            self._look_ahead()
+            loss = self.rec_step(x, batch.qualities, job)
+        else:
+            loss = self.com_step(x, batch.qualities)
         self.epoch_losses[turn].append(loss)
         if not self.epoch_turns or self.epoch_turns[-1] != turn:
             self.epoch_turns.append(turn)
         self.step += 1
+
+    # ---- the input pipeline: batches drawn ahead, the codec round trip of the next batch started early --
+    def _draw_batch(self) -> Batch:
+        """The next batch's crops and qualities (called by the :class:`BatchStream` thread)."""
+        size = self.config.training.batch_size
+        pixels, qualities = self.sampler.sample_uint8(size), self._sample_qualities(size)
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        return Batch(pixels, qualities, self._input_rng_state())
+
+    def _input_rng_state(self) -> dict[str, torch.Tensor]:
+        return {"sampler": self.sampler.generator.get_state(), "quality": self.quality_generator.get_state()}
+
+    def _next_batch(self) -> tuple[Batch, torch.Tensor]:
+        """The next batch from the stream (started here, from the last trained batch's generator states),
+        and its crops as float on the device."""
+        if self.batches is None:
+            self.sampler.generator.set_state(self.input_rng["sampler"])
+            self.quality_generator.set_state(self.input_rng["quality"])
+            self.batches = BatchStream(self._draw_batch, self.config.device.prefetch_batches)
+        with self._waiting():
+            batch = self.batches.next()
+        x = batch.pixels.to(self.device, non_blocking=True).float() / 255.0
+        return batch, x.contiguous(memory_format=self.memory_format)
+
+    def _take_batch(self) -> tuple[Batch, torch.Tensor, RoundTripJob | None]:
+        """The batch to train on now, and its round trip when :meth:`_look_ahead` started it."""
+        ahead, self.ahead = self.ahead, None
+        batch, x, job = ahead if ahead is not None else (*self._next_batch(), None)
+        self.input_rng = batch.rng_after
+        return batch, x, job
+
+    def _start_round_trip(self, x: torch.Tensor, qualities: list[int]) -> RoundTripJob:
+        with torch.no_grad(), self._autocast():
+            compact = self.model.compress(x)["compact"]
+        return self.channel.submit(compact, qualities)
+
+    def _receive(self, job: RoundTripJob) -> tuple[torch.Tensor, list[int]]:
+        with self._waiting():
+            return self.channel.receive(job, self.device)
+
+    @contextmanager
+    def _waiting(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.input_wait_s += time.perf_counter() - start
+
+    def _look_ahead(self) -> None:
+        """Start the next batch's codec round trip, to run in the codec threads during this RecCNN step.
+
+        Only where the ComCNN that makes its compact image is the one the next step will use: the next step
+        is a RecCNN step of the same epoch (an epoch's end may roll the ComCNN back). The compact image is
+        computed before this step's RecCNN pass; their results are the same as in order unless both nets
+        draw dropout masks from torch's global generator."""
+        following = self.step + 1
+        if (
+            not self.config.device.overlap_codec
+            or following >= self.total_steps
+            or following % self.config.training.steps_per_epoch == 0
+            or self.turn_at(following) != "rec"
+        ):
+            return
+        batch, x = self._next_batch()
+        self.buffers_before_ahead = {name: b.clone() for name, b in self.model.comcnn.named_buffers()}
+        self.ahead = batch, x, self._start_round_trip(x, batch.qualities)
+
+    def _drop_look_ahead(self) -> None:
+        """Forget the batch looked ahead at (a later step draws it again), and undo what its compact image
+        did to the ComCNN's batch-norm statistics: before a checkpoint or a dev evaluation mid-epoch."""
+        if self.ahead is None:
+            return
+        self.ahead = None
+        with torch.no_grad():
+            for name, buffer in self.model.comcnn.named_buffers():
+                buffer.copy_(self.buffers_before_ahead[name])
+
+    def _close_batches(self) -> None:
+        """Stop the stream and drop the batch looked ahead at: a later step draws both again."""
+        self._drop_look_ahead()
+        if self.batches is not None:
+            self.batches.close()
+            self.batches = None
 
     # ---- epoch end: dev metrics, guard, checkpoint, callback --------------------------------------------
     def evaluate_dev(self) -> RDCurve:
@@ -385,6 +480,7 @@ class Trainer:
         return baseline_curve, True, baseline_gain
 
     def end_epoch(self, started: float, partial: bool = False) -> EpochRecord:
+        self._drop_look_ahead()
         curve, rolled_back, com_baseline = self._guard(self.evaluate_dev())
         mean = operating_point(curve)
         record = EpochRecord(
@@ -445,10 +541,12 @@ class Trainer:
                     self.log(f"time budget of {budget:.0f}s reached at step {self.step}")
                     break
                 if self.stop_requested:
+                    self._drop_look_ahead()
                     self.save(self.out_dir / "last.ckpt")
                     raise TrainingInterrupted(f"stopped at step {self.step}; resume from {self.out_dir}")
         finally:
             self.elapsed_before, self.clock_start = self.elapsed_s(), None
+            self._close_batches()
             self.channel.close()
         if not self.history:  # resumed a finished run: report where it ended
             raise CheckpointError("nothing to train: the checkpoint already holds every epoch")
@@ -465,11 +563,7 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {
-            "torch": torch.get_rng_state(),
-            "sampler": self.sampler.generator.get_state(),
-            "quality": self.quality_generator.get_state(),
-        }
+        rng = {"torch": torch.get_rng_state(), **self.input_rng}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -504,9 +598,9 @@ class Trainer:
         self.rec_after_com = bool(state.get("rec_after_com", False))
         self.best_score = float(state.get("best_score", state.get("best_gain")))  # "best_gain" before judges
         self.elapsed_before = float(state["elapsed_s"])
+        self._close_batches()
         torch.set_rng_state(state["rng"]["torch"])
-        self.sampler.generator.set_state(state["rng"]["sampler"])
-        self.quality_generator.set_state(state["rng"]["quality"])
+        self.input_rng = {"sampler": state["rng"]["sampler"], "quality": state["rng"]["quality"]}
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.history = [EpochRecord(**record) for record in json.loads(state["history"])]
@@ -516,7 +610,9 @@ class Trainer:
         self._reset_epoch_stats()
 
     def resume(self, path: str | Path) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        # Loaded on the CPU: load_state_dict places weights and optimiser moments on the model's device,
+        # while RNG states must stay CPU tensors and Adam's step counts CPU scalars (no sync to read them).
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         self.log(f"resumed from {path} at step {self.step} (epoch {self.epoch})")
 
 

@@ -1,7 +1,19 @@
-"""Launch one worker process per GPU (``CUDA_VISIBLE_DEVICES``) or N CPU workers, with prefixed logs.
+"""Launch worker processes on a node's GPUs (``CUDA_VISIBLE_DEVICES``) or its CPU cores, with prefixed logs.
+
+Where the workers go:
+
+- ``--gpus 0,1 [--workers-per-gpu N]``: N workers on each listed GPU; an id listed twice also runs two
+  workers on it. Logs are prefixed ``[gpu0]``, or ``[gpu0.0]``, ``[gpu0.1]`` on a GPU with several workers.
+- ``--workers K``: K workers spread round-robin over the CUDA devices the launcher sees (none: K CPU
+  workers); logs are prefixed ``[w0]`` .. ``[wK-1]`` either way.
+
+An id counts among the GPUs the launcher sees: started inside a ``CUDA_VISIBLE_DEVICES`` (SLURM, k8s),
+``--gpus 0,1`` means that list's first two entries, and each worker's ``CUDA_VISIBLE_DEVICES`` is its entry
+(an index or a UUID); a GPU UUID given to ``--gpus`` must then be one of the entries.
 
 Each worker gets ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` = the launcher's cores // workers (unless
-``OMP_NUM_THREADS`` is set already), so K workers do not each start one torch thread per core.
+``OMP_NUM_THREADS`` is set already), so K workers do not each start one torch thread per core, and
+``SHRINK_CODEC_THREADS`` = that same share for its codec thread pool (unless set already).
 
 SIGINT/SIGTERM to the launcher are forwarded to every worker (each checkpoints and re-queues its trial);
 the launcher's exit code is the first non-zero worker exit code, so a scheduler sees failures.
@@ -15,16 +27,30 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from shrink.compression.codecs import CODEC_THREADS_ENV, default_codec_threads
 
 GPU_UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z][0-9A-Za-z/-]*")
+GPU_INDEX = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process: its log prefix and, on a GPU, the GPU's id (as ``--gpus`` names it) and the
+    worker's ``CUDA_VISIBLE_DEVICES``."""
+
+    prefix: str
+    gpu: str | None = None
+    device: str | None = None
 
 
 def cuda_device_count() -> int | None:
-    """CUDA devices torch sees, or None when unknown: torch absent, or ``CUDA_VISIBLE_DEVICES`` set for the
-    launcher (a worker's ``CUDA_VISIBLE_DEVICES`` replaces it and counts physical GPUs, not those)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        return None
+    """CUDA devices torch sees (within the launcher's ``CUDA_VISIBLE_DEVICES``), or None without torch.
+
+    ``torch.cuda.device_count`` asks the driver without creating a CUDA context in the launcher."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -32,32 +58,99 @@ def cuda_device_count() -> int | None:
     return torch.cuda.device_count()
 
 
-def parse_gpus(text: str, device_count: int | None = None) -> list[str]:
-    """The ids of ``--gpus TEXT``: non-negative integers or GPU UUIDs (``GPU-...``, ``MIG-...``), each once;
-    integer ids below ``device_count`` when that is known and > 0. A ValueError names the bad id."""
+def parent_gpus(visible: str | None) -> list[str] | None:
+    """The entries of the launcher's own ``CUDA_VISIBLE_DEVICES`` (None when unset), read as CUDA reads them:
+    up to the first entry that is neither an index nor a UUID, so ``""`` and ``-1`` hide every GPU."""
+    if visible is None:
+        return None
+    entries = []
+    for entry in (item.strip() for item in visible.split(",")):
+        if not (GPU_INDEX.fullmatch(entry) or GPU_UUID.fullmatch(entry)):
+            break
+        entries.append(entry)
+    return entries
+
+
+def parse_gpus(text: str, device_count: int | None = None, visible: str | None = None) -> list[str]:
+    """The ids of ``--gpus TEXT``, integers normalised (``01`` is ``1``), repeats kept: non-negative integers
+    or GPU UUIDs (``GPU-...``, ``MIG-...``). ``visible``, the launcher's ``CUDA_VISIBLE_DEVICES``: integers
+    index its entries and UUIDs must be among them; without it, integers are below ``device_count`` when that
+    is known and > 0. A ValueError names the bad id."""
     ids = [item.strip() for item in text.split(",") if item.strip()]
     if not ids:
         raise ValueError(f"no GPU ids in --gpus {text!r}")
-    seen: set[str] = set()
+    entries = parent_gpus(visible)
+    parent = f"the launcher's CUDA_VISIBLE_DEVICES={visible!r}"
+    if entries == []:
+        raise ValueError(f"--gpus {text!r}: no GPU is visible: {parent}")
+    checked = []
     for gpu in ids:
-        if re.fullmatch(r"[0-9]+", gpu):
-            key = str(int(gpu))
-            if device_count and int(gpu) >= device_count:
-                raise ValueError(
-                    f"--gpus {text!r}: GPU id {gpu} is out of range: torch sees {device_count} CUDA "
-                    f"device{'s' if device_count > 1 else ''} (0..{device_count - 1})"
-                )
-        elif GPU_UUID.fullmatch(gpu):
-            key = gpu
-        else:
+        if GPU_UUID.fullmatch(gpu):
+            if entries is not None and gpu not in entries:
+                raise ValueError(f"--gpus {text!r}: GPU {gpu} is not in {parent}")
+        elif not GPU_INDEX.fullmatch(gpu):
             raise ValueError(
                 f"--gpus {text!r}: GPU id {gpu!r} is neither a non-negative integer nor a GPU UUID "
                 "(GPU-... or MIG-...)"
             )
-        if key in seen:
-            raise ValueError(f"--gpus {text!r}: GPU id {gpu} is listed twice")
-        seen.add(key)
-    return ids
+        elif entries is not None and int(gpu) >= len(entries):
+            out_of_range = f"{parent} lists {_numbered(len(entries), 'GPU')}"
+            raise ValueError(f"--gpus {text!r}: GPU id {gpu} is out of range: {out_of_range}")
+        elif entries is None and device_count and int(gpu) >= device_count:
+            out_of_range = f"torch sees {_numbered(device_count, 'CUDA device')}"
+            raise ValueError(f"--gpus {text!r}: GPU id {gpu} is out of range: {out_of_range}")
+        checked.append(gpu if GPU_UUID.fullmatch(gpu) else str(int(gpu)))
+    return checked
+
+
+def _numbered(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count > 1 else ''} (0..{count - 1})"
+
+
+def gpu_slots(gpus: Sequence[str], per_gpu: int = 1, visible: str | None = None) -> list[Slot]:
+    """``per_gpu`` workers on each of ``gpus`` (ids from :func:`parse_gpus`), in order: 0,1 -> 0,0,1,1."""
+    ids = [gpu for gpu in gpus for _ in range(per_gpu)]
+    entries = parent_gpus(visible)
+    devices = [entries[int(gpu)] if entries and GPU_INDEX.fullmatch(gpu) else gpu for gpu in ids]
+    return [Slot(*slot) for slot in zip(_gpu_prefixes(ids), ids, devices, strict=True)]
+
+
+def _gpu_prefixes(ids: Sequence[str]) -> list[str]:
+    """``gpu0`` for a GPU's only worker, ``gpu0.0``, ``gpu0.1``, ... for a GPU's several."""
+    totals, seen = Counter(ids), Counter()
+    prefixes = []
+    for gpu in ids:
+        prefixes.append(f"gpu{gpu}" if totals[gpu] == 1 else f"gpu{gpu}.{seen[gpu]}")
+        seen[gpu] += 1
+    return prefixes
+
+
+def spread_slots(n_workers: int, device_count: int | None, visible: str | None = None) -> list[Slot]:
+    """``n_workers`` workers round-robin over the ``device_count`` CUDA devices the launcher sees (the first
+    entries of its ``CUDA_VISIBLE_DEVICES``, if set); CPU workers when it sees none."""
+    entries = parent_gpus(visible)
+    ids = [str(index) for index in range(device_count or 0)]
+    devices = ids if entries is None else entries[: len(ids)]
+    ids = ids[: len(devices)]
+    if not ids:
+        return [Slot(f"w{index}") for index in range(n_workers)]
+    return [
+        Slot(f"w{index}", ids[index % len(ids)], devices[index % len(ids)]) for index in range(n_workers)
+    ]
+
+
+def placement(slots: Sequence[Slot], visible: str | None) -> str:
+    """What the first line says about the GPUs: '' for CPU workers, else e.g. ``GPUs 0,0,1,1 (2 per GPU)``."""
+    ids = [slot.gpu for slot in slots if slot.gpu is not None]
+    if not ids:
+        return ""
+    counts = Counter(ids).values()
+    per_gpu = f"{max(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    where = f"GPUs {','.join(ids)} ({per_gpu} per GPU"
+    devices = [slot.device for slot in slots if slot.gpu is not None]
+    if devices != ids:
+        where += f"; devices {','.join(devices)} of CUDA_VISIBLE_DEVICES={visible}"
+    return where + ")"
 
 
 def cpu_cores() -> int:
@@ -68,12 +161,15 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def thread_limits(n_workers: int, environ: Mapping[str, str], cores: int | None = None) -> tuple[dict, str]:
-    """(what to add to each worker's environment, the line saying the per-worker thread limit).
+def thread_limits(
+    n_workers: int, environ: Mapping[str, str], cores: int | None = None, gpus: str = ""
+) -> tuple[dict, str]:
+    """(what to add to each worker's environment, the line saying the per-worker thread limit and, when
+    ``gpus`` says which, the workers' GPUs).
 
     torch reads ``OMP_NUM_THREADS`` at import, so a worker whose config leaves ``device.threads`` at 0 runs
     that many intra-op threads. A limit the user set (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) is kept."""
-    workers = f"{n_workers} worker{'s' if n_workers > 1 else ''}"
+    workers = f"{n_workers} worker{'s' if n_workers > 1 else ''}" + (f" on {gpus}" if gpus else "")
     if environ.get("OMP_NUM_THREADS"):
         return (
             {},
@@ -85,7 +181,17 @@ def thread_limits(n_workers: int, environ: Mapping[str, str], cores: int | None 
     if not environ.get("MKL_NUM_THREADS"):
         extra["MKL_NUM_THREADS"] = str(threads)
     each = f"{threads} thread{'s' if threads > 1 else ''} each"
-    return extra, f"launch: {workers} on {cores} CPU cores, {each} (OMP_NUM_THREADS; set it to override)"
+    where = f"{workers}, {cores} CPU cores" if gpus else f"{workers} on {cores} CPU cores"
+    return extra, f"launch: {where}, {each} (OMP_NUM_THREADS; set it to override)"
+
+
+def codec_threads(n_workers: int, environ: Mapping[str, str], cores: int | None = None) -> dict[str, str]:
+    """``SHRINK_CODEC_THREADS`` for each worker: its share of the cores. One the user set is kept, and checked
+    here so that a malformed one stops the launch before any worker starts."""
+    if environ.get(CODEC_THREADS_ENV, "").strip():
+        default_codec_threads(environ)
+        return {}
+    return {CODEC_THREADS_ENV: str(max(1, (cores or cpu_cores()) // n_workers))}
 
 
 def worker_command(worker_args: Sequence[str], index: int) -> list[str]:
@@ -110,22 +216,23 @@ def _pump(stream, prefix: str) -> None:
     stream.close()
 
 
-def launch(
-    worker_args: Sequence[str], gpus: Sequence[str] | None, n_workers: int, env: dict[str, str] | None = None
-) -> int:
-    """``env``: extra environment for every worker (secrets such as the storage URL go here, not in argv)."""
-    slots = list(gpus) if gpus else [None] * n_workers
+def launch(worker_args: Sequence[str], slots: Sequence[Slot], env: dict[str, str] | None = None) -> int:
+    """One worker process per slot (:func:`gpu_slots`, :func:`spread_slots`). ``env``: extra environment for
+    every worker (secrets such as the storage URL go here, not in argv)."""
     if not slots:
         raise ValueError("nothing to launch: no GPU ids and no CPU workers")
     base_env = dict(os.environ, **(env or {}))
-    threads, note = thread_limits(len(slots), base_env)
+    cores = cpu_cores()
+    codec = codec_threads(len(slots), base_env, cores)
+    gpus = placement(slots, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    threads, note = thread_limits(len(slots), base_env, cores, gpus)
     print(note, flush=True)
     processes: list[subprocess.Popen] = []
     pumps = []
-    for index, gpu in enumerate(slots):
-        worker_env = dict(base_env, **threads, PYTHONUNBUFFERED="1")
-        if gpu is not None:
-            worker_env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    for index, slot in enumerate(slots):
+        worker_env = dict(base_env, **threads, **codec, PYTHONUNBUFFERED="1")
+        if slot.device is not None:
+            worker_env["CUDA_VISIBLE_DEVICES"] = slot.device
         process = subprocess.Popen(
             worker_command(worker_args, index),
             env=worker_env,
@@ -135,8 +242,7 @@ def launch(
             start_new_session=True,
         )
         processes.append(process)
-        prefix = f"[gpu{gpu}]" if gpu is not None else f"[w{index}]"
-        pump = threading.Thread(target=_pump, args=(process.stdout, prefix), daemon=True)
+        pump = threading.Thread(target=_pump, args=(process.stdout, f"[{slot.prefix}]"), daemon=True)
         pump.start()
         pumps.append(pump)
 

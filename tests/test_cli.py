@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -217,15 +218,15 @@ def test_a_permission_error_while_running_is_one_line_exit_2(capsys):
     assert one_line_error(capsys) == "shrink x: error: /data/out.json: Permission denied"
 
 
-def test_launch_refuses_missing_malformed_duplicate_and_absent_gpu_ids(tmp_path: Path, capsys, monkeypatch):
+def test_launch_refuses_missing_malformed_and_absent_gpu_ids(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setattr("shrink.search.cli.launch.cuda_device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "s"]
     malformed = "is neither a non-negative integer nor a GPU UUID (GPU-... or MIG-...)"
     refusals = {
         ",": "no GPU ids in --gpus ','",
         "0,x": f"--gpus '0,x': GPU id 'x' {malformed}",
         "-1": f"--gpus '-1': GPU id '-1' {malformed}",
-        "1,01": "--gpus '1,01': GPU id 01 is listed twice",
         "0,2": "--gpus '0,2': GPU id 2 is out of range: torch sees 2 CUDA devices (0..1)",
     }
     for gpus, message in refusals.items():
@@ -237,11 +238,12 @@ def test_launch_refuses_missing_malformed_duplicate_and_absent_gpu_ids(tmp_path:
     from shrink.search.launch import parse_gpus
 
     assert parse_gpus("0, 1,", 2) == ["0", "1"]
+    assert parse_gpus("1,01", 2) == ["1", "1"]  # one GPU twice: two workers on it
     assert parse_gpus("GPU-5e1c3b2a-0f1d,MIG-GPU-5e1c3b2a/1/0", 0) == [
         "GPU-5e1c3b2a-0f1d",
         "MIG-GPU-5e1c3b2a/1/0",
     ]
-    assert parse_gpus("7", None) == ["7"]  # device count unknown (CUDA_VISIBLE_DEVICES set for the launcher)
+    assert parse_gpus("7", None) == ["7"]  # device count unknown
 
 
 def test_launch_limits_each_workers_threads_to_its_share_of_the_cores(capsys, monkeypatch):
@@ -260,10 +262,151 @@ def test_launch_limits_each_workers_threads_to_its_share_of_the_cores(capsys, mo
     probe = "import os, torch; print(os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'], "
     probe += "torch.get_num_threads())"
     monkeypatch.setattr(launcher, "worker_command", lambda args, index: [sys.executable, "-c", probe])
-    assert launcher.launch([], None, 2) == 0
+    monkeypatch.delenv("SHRINK_CODEC_THREADS", raising=False)
+    assert launcher.launch([], launcher.spread_slots(2, 0)) == 0
     out = capsys.readouterr().out
     assert (
         out.splitlines()[0]
         == "launch: 2 workers on 2 CPU cores, 1 thread each (OMP_NUM_THREADS; set it to override)"
     )
     assert "[w0] 1 1 1" in out and "[w1] 1 1 1" in out  # torch alone would run one thread per core
+
+
+def launched_workers(monkeypatch, capsys, argv: list[str], gpus: int, cores: int = 4) -> tuple[str, dict]:
+    """``shrink launch ARGV`` with ``gpus`` CUDA devices and ``cores`` cores, each worker a stand-in printing
+    its environment: (the first line, {prefix: (index, CUDA_VISIBLE_DEVICES, SHRINK_CODEC_THREADS)})."""
+    import shrink.search.launch as launcher
+
+    monkeypatch.setattr("shrink.search.cli.launch.cuda_device_count", lambda: gpus)
+    monkeypatch.setattr(launcher, "cpu_cores", lambda: cores)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    probe = "import os, sys; env = os.environ.get; "
+    probe += "print(sys.argv[1], env('CUDA_VISIBLE_DEVICES'), env('SHRINK_CODEC_THREADS'))"
+    command = lambda args, index: [sys.executable, "-c", probe, str(index)]  # noqa: E731
+    monkeypatch.setattr(launcher, "worker_command", command)
+    assert main(["launch", "--storage", "sqlite:///unused.db", "--study-name", "s", *argv]) == 0
+    first, *lines, last = capsys.readouterr().out.splitlines()
+    assert last.startswith(f"launch: {len(lines)} workers exited with codes [0")
+    workers = {}
+    for line in lines:
+        prefix, index, device, codec_threads = line.split()
+        workers[prefix] = (int(index), device, codec_threads)
+    return first, workers
+
+
+@pytest.fixture
+def no_parent_gpus(monkeypatch):
+    """A launcher started outside any CUDA_VISIBLE_DEVICES (as on this machine, not under SLURM)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SHRINK_CODEC_THREADS", raising=False)
+
+
+def test_launch_runs_several_workers_on_one_gpu_each_with_its_own_prefix(no_parent_gpus, capsys, monkeypatch):
+    argv = ["--gpus", "0,1", "--workers-per-gpu", "2"]
+    first, workers = launched_workers(monkeypatch, capsys, argv, gpus=2)
+    assert workers == {
+        "[gpu0.0]": (0, "0", "1"),
+        "[gpu0.1]": (1, "0", "1"),
+        "[gpu1.0]": (2, "1", "1"),
+        "[gpu1.1]": (3, "1", "1"),
+    }
+    assert first == (
+        "launch: 4 workers on GPUs 0,0,1,1 (2 per GPU), 4 CPU cores, 1 thread each "
+        "(OMP_NUM_THREADS; set it to override)"
+    )
+    first, workers = launched_workers(monkeypatch, capsys, ["--gpus", "0,00,1"], gpus=2)
+    assert workers == {"[gpu0.0]": (0, "0", "1"), "[gpu0.1]": (1, "0", "1"), "[gpu1]": (2, "1", "1")}
+    assert first.startswith("launch: 3 workers on GPUs 0,0,1 (1-2 per GPU), 4 CPU cores, 1 thread each")
+    first, workers = launched_workers(monkeypatch, capsys, ["--gpus", "0,1"], gpus=2)
+    assert workers == {"[gpu0]": (0, "0", "2"), "[gpu1]": (1, "1", "2")}  # one per GPU: prefixes as before
+    assert first.startswith("launch: 2 workers on GPUs 0,1 (1 per GPU), 4 CPU cores, 2 threads each")
+
+
+def test_launch_spreads_workers_over_the_visible_gpus_or_runs_them_on_the_cpu(
+    no_parent_gpus, capsys, monkeypatch
+):
+    first, workers = launched_workers(monkeypatch, capsys, ["--workers", "3"], gpus=2)
+    assert workers == {"[w0]": (0, "0", "1"), "[w1]": (1, "1", "1"), "[w2]": (2, "0", "1")}
+    assert first.startswith("launch: 3 workers on GPUs 0,1,0 (1-2 per GPU), 4 CPU cores, 1 thread each")
+    first, workers = launched_workers(monkeypatch, capsys, ["--workers", "2"], gpus=0)
+    assert workers == {"[w0]": (0, "None", "2"), "[w1]": (1, "None", "2")}
+    assert first == "launch: 2 workers on 4 CPU cores, 2 threads each (OMP_NUM_THREADS; set it to override)"
+
+    storage = ["--storage", "sqlite:///unused.db", "--study-name", "s"]
+    assert main(["launch", *storage, "--workers", "2", "--workers-per-gpu", "2"]) == 2
+    assert one_line_error(capsys) == (
+        "shrink launch: error: --workers-per-gpu goes with --gpus "
+        "(--workers K spreads K workers over the GPUs)"
+    )
+
+
+def test_launch_ids_index_the_launchers_own_cuda_visible_devices(capsys, monkeypatch):
+    monkeypatch.delenv("SHRINK_CODEC_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    first, workers = launched_workers(monkeypatch, capsys, ["--gpus", "0,2"], gpus=8)  # the list wins
+    assert workers == {"[gpu0]": (0, "3", "2"), "[gpu2]": (1, "7", "2")}
+    assert first.startswith(
+        "launch: 2 workers on GPUs 0,2 (1 per GPU; devices 3,7 of CUDA_VISIBLE_DEVICES=3,5,7), 4 CPU cores"
+    )
+    _, workers = launched_workers(monkeypatch, capsys, ["--workers", "4"], gpus=3)
+    assert sorted(workers.values()) == [(0, "3", "1"), (1, "5", "1"), (2, "7", "1"), (3, "3", "1")]
+
+    storage = ["--storage", "sqlite:///unused.db", "--study-name", "s"]
+    assert main(["launch", *storage, "--gpus", "3"]) == 2
+    assert one_line_error(capsys) == (
+        "shrink launch: error: --gpus '3': GPU id 3 is out of range: "
+        "the launcher's CUDA_VISIBLE_DEVICES='3,5,7' lists 3 GPUs (0..2)"
+    )
+    assert capsys.readouterr().out == ""  # no worker started
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa-1,GPU-bbbb-2")
+    _, workers = launched_workers(monkeypatch, capsys, ["--gpus", "1,GPU-aaaa-1"], gpus=2)
+    assert workers == {"[gpu1]": (0, "GPU-bbbb-2", "2"), "[gpuGPU-aaaa-1]": (1, "GPU-aaaa-1", "2")}
+    assert main(["launch", *storage, "--gpus", "GPU-cccc-3"]) == 2
+    assert one_line_error(capsys) == (
+        "shrink launch: error: --gpus 'GPU-cccc-3': GPU GPU-cccc-3 is not in "
+        "the launcher's CUDA_VISIBLE_DEVICES='GPU-aaaa-1,GPU-bbbb-2'"
+    )
+
+    for hidden in ("", "-1"):  # both hide every GPU from CUDA
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert main(["launch", *storage, "--gpus", "0"]) == 2
+        assert one_line_error(capsys) == (
+            "shrink launch: error: --gpus '0': no GPU is visible: "
+            f"the launcher's CUDA_VISIBLE_DEVICES={hidden!r}"
+        )
+
+
+def test_codec_threads_default_to_the_share_the_launcher_gives_each_worker(capsys, monkeypatch):
+    import threading
+
+    from shrink.compression.baselines import _map
+    from shrink.compression.codecs import BatchRoundTrip, JpegCodec, default_codec_threads
+
+    monkeypatch.delenv("SHRINK_CODEC_THREADS", raising=False)
+    assert default_codec_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SHRINK_CODEC_THREADS", "3")
+    assert default_codec_threads() == 3
+    with BatchRoundTrip(JpegCodec()) as round_trip:
+        assert round_trip.pool._max_workers == 3
+    with BatchRoundTrip(JpegCodec(), threads=5) as round_trip:  # codec.threads in the config wins
+        assert round_trip.pool._max_workers == 5
+    monkeypatch.setenv("SHRINK_CODEC_THREADS", "1")  # baselines: one thread, so no pool
+    assert _map(lambda: threading.current_thread(), [()] * 3, 0) == [threading.current_thread()] * 3
+    for malformed in ("0", "two", "-1", "2.5"):
+        monkeypatch.setenv("SHRINK_CODEC_THREADS", malformed)
+        with pytest.raises(ValueError) as refused:
+            default_codec_threads()
+        assert str(refused.value) == f"SHRINK_CODEC_THREADS={malformed!r} is not a positive integer"
+
+    # the launcher keeps the user's value and refuses a malformed one before starting any worker
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SHRINK_CODEC_THREADS", "3")
+    _, workers = launched_workers(monkeypatch, capsys, ["--workers", "2"], gpus=0)
+    assert workers == {"[w0]": (0, "None", "3"), "[w1]": (1, "None", "3")}
+    monkeypatch.setenv("SHRINK_CODEC_THREADS", "two")
+    assert main(["launch", "--storage", "sqlite:///unused.db", "--study-name", "s", "--workers", "2"]) == 2
+    line = one_line_error(capsys)
+    assert line == "shrink launch: error: SHRINK_CODEC_THREADS='two' is not a positive integer"
+    assert capsys.readouterr().out == ""  # no worker started

@@ -62,16 +62,21 @@ def test_turn_schedule_warmup_then_alternation(tiny_config, tmp_path: Path):
     ] * 3
 
 
-def test_resumed_run_equals_uninterrupted_run(image_folder: Path, tmp_path: Path):
-    full_config = config_from_dict(tiny_config_dict(image_folder, epochs=3))
+@pytest.mark.parametrize("comcnn_norm", ["none", "batch"])
+def test_resumed_run_equals_uninterrupted_run(image_folder: Path, tmp_path: Path, comcnn_norm: str):
+    """Batch norm in the ComCNN: the next batch's compact image, computed ahead during the step the budget
+    stops, must not reach the checkpoint's running statistics."""
+
+    def config(**training):
+        data = tiny_config_dict(image_folder, epochs=3, **training)
+        data["model"]["comcnn"]["norm"] = comcnn_norm
+        return config_from_dict(data)
+
+    full_config = config()
     full = Trainer(full_config, tmp_path / "full", log=quiet)
     full.run()
 
-    first = Trainer(
-        config_from_dict(tiny_config_dict(image_folder, epochs=3, time_budget_s=1e-9)),
-        tmp_path / "split",
-        log=quiet,
-    )
+    first = Trainer(config(time_budget_s=1e-9), tmp_path / "split", log=quiet)
     first.run()  # stops after its first step: the budget is spent at once
     assert first.step == 1
     resumed = Trainer(full_config, tmp_path / "split", log=quiet)
@@ -127,10 +132,10 @@ def comcnn_weights_before_first_com_turn(trainer: Trainer) -> dict[str, torch.Te
     seen: dict[str, torch.Tensor] = {}
     original = trainer.com_step
 
-    def remember_then_step(x):
+    def remember_then_step(x, qualities):
         if not seen:
             seen.update({k: v.clone() for k, v in trainer.model.comcnn.state_dict().items()})
-        return original(x)
+        return original(x, qualities)
 
     trainer.com_step = remember_then_step
     return seen
@@ -252,7 +257,7 @@ def proxy_rate_after_comcnn_steps(image_folder: Path, tmp_path: Path, slope_db: 
 
     before = rate()
     for _ in range(12):
-        assert math.isfinite(trainer.com_step(x))
+        assert math.isfinite(trainer.com_step(x, [50] * 4))
     return before, rate()
 
 

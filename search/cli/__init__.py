@@ -16,7 +16,7 @@ COMMANDS = {
         "create a study from a spec: shrink study create SPEC --storage URL",
     ),
     "worker": ("shrink.search.cli.worker", "run trials of a study until its budget is reached"),
-    "launch": ("shrink.search.cli.launch", "one worker per GPU (or K CPU workers) on one study"),
+    "launch": ("shrink.search.cli.launch", "worker processes on a node's GPUs or CPU cores, on one study"),
     "trial": ("shrink.search.cli.trial", "run one trial asked with `optuna ask`"),
     "space": ("shrink.search.cli.space", "print a spec's search space as `optuna ask --search-space` JSON"),
     "refine": ("shrink.search.cli.refine", "retrain chosen trials at full fidelity as a child study"),

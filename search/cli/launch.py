@@ -1,32 +1,55 @@
-"""shrink launch --storage URL --study-name N (--gpus 0,1,2,3 | --workers K) [worker options]"""
+"""shrink launch --storage URL --study-name N (--gpus 0,1 [--workers-per-gpu N] | --workers K) [options]
+
+The placement rules (ids within an inherited CUDA_VISIBLE_DEVICES, log prefixes) are in shrink.search.launch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from shrink.search.launch import cuda_device_count, launch, parse_gpus
+from shrink.search.launch import cuda_device_count, gpu_slots, launch, parse_gpus, spread_slots
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, positive_int, run_command
 from .worker import STORAGE_ENV, add_study_arguments, add_worker_limits, worker_arguments
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="shrink launch", description="One worker process per GPU (or K CPU workers) on one study."
+        prog="shrink launch",
+        description="Worker processes on one study: on the given GPUs, or K spread over the visible GPUs "
+        "(CPU workers when there are none).",
     )
     add_study_arguments(parser)
     add_worker_limits(parser)
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--gpus", help="comma-separated GPU ids, one worker each (CUDA_VISIBLE_DEVICES)")
-    where.add_argument("--workers", type=int, help="number of CPU worker processes")
+    where.add_argument(
+        "--gpus",
+        help="comma-separated GPU ids (indices into the GPUs the launcher sees, or UUIDs), one worker each "
+        "(CUDA_VISIBLE_DEVICES); an id listed twice gets two",
+    )
+    where.add_argument(
+        "--workers", type=int, help="number of worker processes, round-robin over the visible GPUs, if any"
+    )
+    parser.add_argument(
+        "--workers-per-gpu", type=positive_int, metavar="N", help="with --gpus: N workers on each (default 1)"
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be >= 1")
-    gpus = parse_gpus(args.gpus, cuda_device_count()) if args.gpus is not None else None
-    return launch(worker_arguments(args), gpus, args.workers or 0, env={STORAGE_ENV: args.storage})
+    if args.workers_per_gpu is not None and args.gpus is None:
+        raise ValueError("--workers-per-gpu goes with --gpus (--workers K spreads K workers over the GPUs)")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if args.gpus is not None:
+        device_count = cuda_device_count() if visible is None else None  # ids then index `visible` instead
+        gpus = parse_gpus(args.gpus, device_count, visible)
+        slots = gpu_slots(gpus, args.workers_per_gpu or 1, visible)
+    else:
+        slots = spread_slots(args.workers, cuda_device_count(), visible)
+    return launch(worker_arguments(args), slots, env={STORAGE_ENV: args.storage})
 
 
 def main(argv: list[str] | None = None) -> int:
