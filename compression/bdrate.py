@@ -51,7 +51,10 @@ def bd_rate(
     low, high = overlap
     anchor_area = PchipInterpolator(anchor_q, anchor_log_r).integrate(low, high)
     test_area = PchipInterpolator(test_q, test_log_r).integrate(low, high)
-    return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
+    try:
+        return (math.exp((test_area - anchor_area) / (high - low)) - 1.0) * 100.0
+    except OverflowError:  # rates of absurd scale (1e-300 against 1e300 bpp): a user error, not a traceback
+        raise ValueError("the test needs over e^709 times the anchor's rate: check the curves' bpp") from None
 
 
 def _overlap(anchor_q: np.ndarray, test_q: np.ndarray) -> tuple[float, float] | None:

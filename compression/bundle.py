@@ -6,7 +6,10 @@ sha256 and size of every other file, and the bundle's identity ``sha256``, the s
 ``"<name> <file sha256>\\n"`` in name order. Identical contents give the identical identity.
 
 Bundles are written into a temp sibling directory and renamed into place; loading verifies every file
-against the manifest before parsing any of it. Anything wrong raises :class:`BundleError` naming the file.
+against the manifest before parsing any of it: each a plain name in the bundle (no link, no ``..``), a
+regular file of bounded size. The weights' tensor shapes are checked against the model the config describes
+(built on the meta device, no memory) before the model is built. Anything wrong raises :class:`BundleError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .checkpoint import model_from_checkpoint, versions
+from .checkpoint import model_from_checkpoint, one_line, state_dict_mismatch, versions
 from .config import TrainConfig, format_validation_error
+from .files import UnreadableFile, public_mode, read_regular
 from .models import ShrinkModel, build_model
 
 BUNDLE_FORMAT = "shrink-bundle/1"
@@ -36,6 +40,8 @@ CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 METRICS = "metrics.json"
 REQUIRED_FILES = (CONFIG, WEIGHTS, METRICS)
+MAX_JSON_BYTES = 16 << 20  # manifest.json, family.json: a few kB in practice
+MAX_FILE_BYTES = 2 << 30  # any file a manifest lists (the weights of the largest configs are ~1.4 GB)
 
 
 class BundleError(ValueError):
@@ -73,6 +79,7 @@ def write_directory(out_dir: Path, fill: Callable[[Path], None], overwrite: bool
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        public_mode(tmp, directory=True)
         fill(tmp)
         _fsync_dir(tmp)
         _publish(tmp, out_dir, overwrite)
@@ -176,6 +183,7 @@ def load_bundle(
     path = Path(path)
     manifest, contents = _verified_files(path)
     config = _parse_config(path, contents[CONFIG])
+    _check_weights_fit(path / WEIGHTS, config, contents[WEIGHTS])
     model = build_model(config.model)
     try:
         model.load_state_dict(load_safetensors(contents[WEIGHTS]))
@@ -197,18 +205,44 @@ def _verified_files(path: Path) -> tuple[dict, dict[str, bytes]]:
     manifest = _read_manifest(path)
     contents: dict[str, bytes] = {}
     for name, entry in manifest["files"].items():
-        contents[name] = _verified_file(path / name, entry)
+        contents[name] = _verified_file(child_path(path, name, "bundle file"), entry)
     return manifest, contents
+
+
+def plain_name(name: object) -> bool:
+    """A name read from a file that may be joined to a folder: one component, not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+        and Path(name).name == name
+        and len(name.encode()) <= 255
+    )
+
+
+def child_path(folder: Path, name: object, what: str) -> Path:
+    """``folder / name`` for a ``name`` read from a file: a plain name, not a link, resolving inside
+    ``folder``; else :class:`BundleError`."""
+    if not plain_name(name):
+        raise BundleError(f"{folder}: {what} {name!r} is not a plain name (one component, no '..')")
+    path = folder / name
+    if path.is_symlink():
+        raise BundleError(f"{path}: {what} is a symbolic link (refused)")
+    if path.resolve().parent != folder.resolve():
+        raise BundleError(f"{path}: {what} resolves outside {folder} (refused)")
+    return path
 
 
 def read_format_json(file: Path, owner: Path, fmt: str, what: str) -> dict:
     """The JSON object in ``file`` (of the directory ``owner``), whose ``format`` must be ``fmt``; anything
     else is a :class:`BundleError` saying that ``owner`` is not a ``what``."""
     try:
-        document = json.loads(file.read_bytes())
+        document = json.loads(read_regular(file, MAX_JSON_BYTES, file.name))
     except FileNotFoundError:
         raise BundleError(f"{file} is missing: {owner} is not a {what}") from None
-    except ValueError as error:
+    except UnreadableFile as error:
+        raise BundleError(str(error)) from None
+    except (ValueError, RecursionError) as error:
         raise BundleError(f"{file}: not valid JSON: {error}") from None
     if not isinstance(document, dict) or document.get("format") != fmt:
         raise BundleError(f"{owner} is not a {what} ({file}: format {fmt} expected)")
@@ -230,19 +264,22 @@ def _check_file_table(manifest_path: Path, files: Any) -> None:
     if not isinstance(files, dict) or not set(REQUIRED_FILES) <= set(files):
         raise BundleError(f"{manifest_path}: 'files' must list {', '.join(REQUIRED_FILES)}")
     for name, entry in files.items():
-        if name in ("", ".", "..") or Path(name).name != name or name == MANIFEST:
+        if not plain_name(name) or name == MANIFEST:
             raise BundleError(f"{manifest_path}: {name!r} is not a plain file name of the bundle")
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise BundleError(f"{manifest_path}: entry {name!r} has no sha256")
-        if not isinstance(entry.get("bytes"), int):
-            raise BundleError(f"{manifest_path}: entry {name!r} has no byte count")
+        size = entry.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
+            raise BundleError(f"{manifest_path}: entry {name!r} has no byte count in 0..{MAX_FILE_BYTES}")
 
 
 def _verified_file(file: Path, entry: dict) -> bytes:
     try:
-        data = file.read_bytes()
+        data = read_regular(file, entry["bytes"], "bundle file")
     except FileNotFoundError:
         raise BundleError(f"{file} is missing") from None
+    except UnreadableFile as error:
+        raise BundleError(f"{error} (the manifest says {entry['bytes']} bytes)") from None
     if len(data) != entry["bytes"]:
         raise BundleError(f"{file}: {len(data)} bytes, the manifest says {entry['bytes']} (truncated?)")
     if _sha256(data) != entry["sha256"]:
@@ -257,6 +294,23 @@ def _parse_config(path: Path, data: bytes) -> TrainConfig:
         raise BundleError(f"{path / CONFIG}: {format_validation_error(error)}") from None
 
 
-def _one_line(error: Exception, limit: int = 300) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _check_weights_fit(file: Path, config: TrainConfig, data: bytes) -> None:
+    """Refuse weights whose tensors (names, shapes) are not those of ``config.model``'s model, before it is
+    built: a config far larger than its weights costs no memory."""
+    problem = state_dict_mismatch(config.model, _safetensors_shapes(file, data))
+    if problem is not None:
+        raise BundleError(f"{file}: does not fit config.model: {problem}")
+
+
+def _safetensors_shapes(file: Path, data: bytes) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from a safetensors header (8-byte length, then JSON), reading no tensor."""
+    try:
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + length]) if 8 + length <= len(data) else None
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise BundleError(f"{file}: not a safetensors file (corrupt header)") from None
+
+
+def _one_line(error: Exception) -> str:
+    return one_line(str(error)) or type(error).__name__

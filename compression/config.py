@@ -32,7 +32,8 @@ Upsample = Literal["bicubic", "pixelshuffle"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: "inf" passes ge=0 and would train on a NaN loss
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ConvStackConfig(Strict):
@@ -193,14 +194,17 @@ class GuardConfig(Strict):
 
 class TrainingConfig(Strict):
     gradient_mode: GradientMode = "straight-through"
-    epochs: int = Field(10, ge=1)
-    steps_per_epoch: int = Field(200, ge=1)
+    # Upper bounds no real run comes near; they refuse typos that would never finish
+    epochs: int = Field(10, ge=1, le=100_000)
+    steps_per_epoch: int = Field(200, ge=1, le=10_000_000)
     alternation_period: int = Field(0, ge=0, description="steps per turn; 0 = one epoch per turn (the paper)")
     rec_warmup_epochs: int = Field(1, ge=0, description="RecCNN-only epochs before alternation starts")
     first_turn: Literal["rec", "com"] = "com"
-    batch_size: int = Field(8, ge=1)
-    crop: int = Field(128, ge=16)
-    time_budget_s: float | None = Field(None, gt=0.0, description="stop (and checkpoint) after this long")
+    batch_size: int = Field(8, ge=1, le=65_536)
+    crop: int = Field(128, ge=16, le=16_384)
+    time_budget_s: float | None = Field(
+        None, gt=0.0, le=10 * 365 * 86_400, description="stop (and checkpoint) after this long"
+    )
     schedule_clock: Literal["steps", "budget"] = Field(
         "steps",
         description="what the cosine learning-rate schedule runs over: 'steps', epochs x steps_per_epoch "
@@ -295,7 +299,7 @@ class ConfigError(ValueError):
 def format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
     path = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
+    message = " ".join(first["msg"].removeprefix("Value error, ").split())  # one line, whatever the input
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{path}: {message}{more}" if path else f"{message}{more}"  # a whole-config check names its fields
 

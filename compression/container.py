@@ -2,8 +2,10 @@
 
 Any viewer opens the file and shows the compact image (1/ratio of the original size). The segment is
 ``FF EB <length> "SHRINK\\0" <compact JSON>``; the JSON holds the format version, the original width and
-height, the ratio, the JPEG quality, the sha256 identity of the bundle that made the file and the CRC-32 of
-the JPEG without the segment (a truncated or altered file is refused even where Pillow would still decode it).
+height, the ratio, the JPEG quality, the sha256 identity of the bundle that made the file and a CRC-32 that
+binds the header to its data: it covers the JPEG without the segment and the header's own JSON with an empty
+``crc32`` (a truncated or altered file, or an altered header, is refused even where Pillow would still
+decode it). Format 1's CRC covered the JPEG alone; such files are refused in one line.
 It sits right after SOI, or after the JFIF APP0 segment when the JPEG starts with one (JFIF wants APP0 first).
 Decoders skip APPn segments they do not know, so the pixels decode exactly as those of the bare JPEG; the
 rate of a file is its whole ``len()``, the segment included.
@@ -34,12 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .codecs import Codec
 from .config import format_validation_error
 from .data import ImageLoadError, read_image
+from .files import UnreadableFile, check_regular
 
-FORMAT = "shrink-jpeg/1"
+FORMAT = "shrink-jpeg/2"
 MAGIC = b"SHRINK\0"
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 APP0, APP11, SOS = 0xE0, 0xEB, 0xDA
 MAX_SEGMENT_PAYLOAD = 65533
+MAX_FILE_BYTES = 1 << 30  # a shrink file: the JPEG of a compact image within Pillow's pixel limit is far less
+MAX_IMAGE_FILE_BYTES = 4 << 30  # an input image (Pillow's pixel limit refuses larger images after the header)
 FORMAT_PATTERN = re.compile(r"^shrink-jpeg/\d+$")
 
 
@@ -52,13 +57,13 @@ class Header(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["shrink-jpeg/1"] = FORMAT
+    format: Literal["shrink-jpeg/2"] = FORMAT
     width: int = Field(ge=1)
     height: int = Field(ge=1)
     ratio: int = Field(ge=1, le=4)
     quality: int = Field(ge=1, le=100)
     bundle: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 identity of the bundle")
-    crc32: str = Field("", pattern=r"^([0-9a-f]{8})?$", description="of the JPEG without the segment (wrap)")
+    crc32: str = Field("", pattern=r"^([0-9a-f]{8})?$", description="of the header and the JPEG (wrap)")
 
     @property
     def compact_size(self) -> tuple[int, int]:
@@ -81,7 +86,7 @@ def wrap(jpeg: bytes, header: Header) -> bytes:
     """The JPEG file ``jpeg`` with the header (and jpeg's CRC-32) inserted after SOI and a leading APP0."""
     if not jpeg.startswith(SOI):
         raise ContainerError("not a JPEG stream (no SOI marker)")
-    header = header.model_copy(update={"crc32": _crc32(jpeg)})
+    header = header.model_copy(update={"crc32": _bound_crc32(jpeg, header)})
     at = 2
     first = next(_segments(jpeg), None)
     if first is not None and first[0] == APP0:
@@ -144,8 +149,10 @@ def _segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         pos = end
 
 
-def _crc32(data: bytes) -> str:
-    return f"{zlib.crc32(data):08x}"
+def _bound_crc32(jpeg: bytes, header: Header) -> str:
+    """CRC-32 of the JPEG (without the segment) and the header's JSON with an empty ``crc32``."""
+    fields = header.model_copy(update={"crc32": ""}).model_dump_json().encode()
+    return f"{zlib.crc32(fields, zlib.crc32(jpeg)):08x}"
 
 
 def read_header(data: bytes) -> Header:
@@ -161,19 +168,21 @@ def read_header(data: bytes) -> Header:
         raise ContainerError("truncated: the JPEG has no end-of-image marker")
     start, end = span
     header = _parse_header(data[start + len(MAGIC) : end])
-    if _crc32(data[: start - 4] + data[end:]) != header.crc32:
-        raise ContainerError("truncated or corrupt: the JPEG does not match the CRC-32 in its header")
+    if _bound_crc32(data[: start - 4] + data[end:], header) != header.crc32:
+        raise ContainerError("truncated or corrupt: header or JPEG does not match the CRC-32 in its header")
     return header
 
 
 def _parse_header(text: bytes) -> Header:
     try:
         fields = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ContainerError("corrupt shrink header: not valid JSON") from None
     found = fields.get("format") if isinstance(fields, dict) else None
     if isinstance(found, str) and FORMAT_PATTERN.match(found) and found != FORMAT:
-        raise ContainerError(f"file format {found} is not supported (this shrink reads {FORMAT})")
+        raise ContainerError(
+            f"file format {found} is not supported (this shrink reads {FORMAT}): compress the original again"
+        )
     try:
         return Header.model_validate(fields)
     except ValidationError as error:
@@ -226,6 +235,7 @@ def read_photo(path: str | Path) -> Photo:
     """Any Pillow image as upright uint8 RGB 3xHxW, with notes on what was converted (see the module doc)."""
     path = Path(path)
     try:
+        check_regular(path, MAX_IMAGE_FILE_BYTES, "image")  # Pillow would block on a FIFO
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in one line
             image = Image.open(path)
@@ -236,6 +246,8 @@ def read_photo(path: str | Path) -> Photo:
             return _converted(ImageOps.exif_transpose(image), path)
     except ImageLoadError:
         raise
+    except UnreadableFile as error:
+        raise ImageLoadError(str(error)) from None
     except Image.DecompressionBombError as error:
         raise ImageLoadError(f"{path}: refused as a decompression bomb: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

@@ -17,12 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import BundleError, bundle_sha256, is_bundle, load_bundle, read_format_json, write_directory
+from .bundle import (
+    BundleError,
+    bundle_sha256,
+    child_path,
+    is_bundle,
+    load_bundle,
+    plain_name,
+    read_format_json,
+    write_directory,
+)
 from .files import atomic_write_text
 from .models import ShrinkModel
 from .rd import RDCurve, RDPoint, metric_at_rate
@@ -64,7 +74,8 @@ class Family:
         return next((m for m in self.members if m.sha256 == sha256), None)
 
     def bundle_path(self, member: Member) -> Path:
-        return self.path / MEMBERS / member.name
+        """``members/<name>``: a plain name read from ``family.json``, so never a path outside the family."""
+        return child_path(self.path / MEMBERS, member.name, "family member")
 
     def load_member(self, member: Member, device="cpu") -> ShrinkModel:
         model, _, manifest = load_bundle(self.bundle_path(member), device)
@@ -121,7 +132,7 @@ def save_family(
     if not members:
         raise BundleError(f"{out_dir}: a family needs at least one member")
     names = [name for name, _, _ in members]
-    if len(set(names)) != len(names) or any(Path(n).name != n or n in ("", ".", "..") for n in names):
+    if len(set(names)) != len(names) or not all(plain_name(n) for n in names):
         raise BundleError(f"{out_dir}: member names must be distinct plain names, got {names}")
     table = []
     for name, bundle, curve in members:
@@ -146,6 +157,13 @@ def save_family(
     return write_directory(out_dir, fill, overwrite)
 
 
+def _check_curve(file: Path, member: Member) -> None:
+    points = member.curve.points
+    values = [v for p in points for v in (p.bpp, p.msssim, p.msssim_db, p.psnr)]
+    if not points or not all(math.isfinite(v) for v in values) or min(p.bpp for p in points) <= 0:
+        raise BundleError(f"{file}: member {member.name}: its curve needs points of finite values, bpp > 0")
+
+
 def load_family(path: str | Path) -> Family:
     """The family at ``path``, every member bundle verified against the sha256 ``family.json`` lists."""
     path = Path(path)
@@ -155,10 +173,16 @@ def load_family(path: str | Path) -> Family:
         table = document["members"]
         members = tuple(Member(e["name"], e["sha256"], RDCurve.from_dict(e["curve"])) for e in table)
         metric, test = str(document["metric"]), str(document["test"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{file}: malformed member table ({error})") from None
-    if not members or document.get("sha256") != _identity(table):
+        identity = _identity(table)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        raise BundleError(f"{file}: malformed member table ({type(error).__name__}: {error})") from None
+    if not members or document.get("sha256") != identity:
         raise BundleError(f"{file}: sha256 does not match the member table (altered?)")
+    names = [m.name for m in members]
+    if not all(plain_name(n) for n in names) or len(set(names)) != len(names):
+        raise BundleError(f"{file}: member names must be distinct plain names (no '/', no '..'), got {names}")
+    for member in members:
+        _check_curve(file, member)
     family = Family(path, members, metric, test, document["sha256"])
     for member in members:
         if bundle_sha256(family.bundle_path(member)) != member.sha256:

@@ -1,6 +1,7 @@
 """A study's trial budget as claim tickets, so that exactly ``budget.n_trials`` trials are ever trained.
 
-``study create`` enqueues ``n_trials`` WAITING trials, the tickets. A worker only claims WAITING trials:
+``study create`` enqueues ``n_trials`` WAITING trials, the tickets, in one transaction on an RDB storage (all
+or none, even when the process is killed). A worker only claims WAITING trials:
 Optuna's WAITING -> RUNNING claim is atomic on every storage (a locked row on PostgreSQL, ``BEGIN
 IMMEDIATE`` on SQLite, the journal's file lock), so two workers never hold one ticket. When none is left,
 ``study.ask()`` would create a new trial: :func:`refuse_new_trials` makes that raise :class:`BudgetSpent`
@@ -17,7 +18,12 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+
+from .storage import _backend
 
 TICKET_ATTR = "shrink_ticket"  # system attribute: the ticket's index (0..n_trials-1), inherited by retries
 OVER_BUDGET = "over_budget"
@@ -39,17 +45,35 @@ def issue_tickets(study: optuna.Study, n_trials: int, fixed: Sequence[Ticket] = 
         study._storage.set_trial_system_attr(trial._trial_id, TICKET_ATTR, -1)
     have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and "failed_trial" not in t.system_attrs)
     held = have + len(started)
-    for index in range(held, n_trials):
-        system_attrs: dict = {TICKET_ATTR: index}
-        user_attrs: dict = {}
-        if index < len(fixed):
-            system_attrs["fixed_params"], user_attrs = fixed[index]
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING, system_attrs=system_attrs, user_attrs=user_attrs
-            )
-        )
+    add_trials(study, [_ticket(index, fixed) for index in range(held, n_trials)])
     return max(0, n_trials - held)
+
+
+def _ticket(index: int, fixed: Sequence[Ticket]) -> FrozenTrial:
+    system_attrs: dict = {TICKET_ATTR: index}
+    user_attrs: dict = {}
+    if index < len(fixed):
+        system_attrs["fixed_params"], user_attrs = fixed[index]
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs=system_attrs, user_attrs=user_attrs
+    )
+
+
+def add_trials(study: optuna.Study, trials: Sequence[FrozenTrial]) -> None:
+    """Add ``trials`` to the study: on an RDB storage in one transaction, so all or none are added even if
+    the process is killed (Optuna's ``add_trials`` commits each trial on its own, about 100 a second; this
+    uses the storage's own per-trial insert, under the same study lock, inside one session). Other storages
+    add them one by one."""
+    backend = _backend(study._storage)
+    if not isinstance(backend, RDBStorage):
+        study.add_trials(trials)
+        return
+    for trial in trials:
+        trial._validate()
+    with _create_scoped_session(backend.scoped_session) as session:
+        rdb_models.StudyModel.find_or_raise_by_id(study._study_id, session, for_update=True)
+        for trial in trials:
+            backend._get_prepared_new_trial(study._study_id, trial, session)
 
 
 def drop_duplicate_tickets(study: optuna.Study) -> int:

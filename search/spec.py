@@ -43,7 +43,7 @@ class SpecError(ConfigError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 class _Param(Strict):
@@ -161,10 +161,17 @@ class FidelitySpec(Strict):
         return fields
 
 
+# No real study comes near (they run 12..200 trials); its tickets are issued in one transaction (~20 s on
+# SQLite), where a typo's 10**9 would hold the database for days.
+MAX_TRIALS = 10_000
+
+
 class BudgetSpec(FidelitySpec):
     """[budget]: the search's trials (low fidelity) and how many."""
 
-    n_trials: int = Field(12, ge=1, description="the study is done when this many trials finished")
+    n_trials: int = Field(
+        12, ge=1, le=MAX_TRIALS, description="the study is done when this many trials finished"
+    )
 
 
 class RefineSpec(FidelitySpec):

@@ -10,7 +10,8 @@ journal storage no heartbeat; :class:`HeartbeatJournalStorage` keeps one in a tr
 A URL that is malformed, names an unknown driver or no SQLite file, or whose server cannot be reached (a
 PostgreSQL connection attempt gives up after ``PG_CONNECT_TIMEOUT_S``) or refuses the password raises one
 :class:`StorageError` (a ``ValueError``: exit code 2 in the CLI) before anything is written. Passwords never
-leave this module: messages use :func:`redact`, and driver messages are scrubbed of the password too.
+leave this module: URLs are shown by :func:`redact` (SQLAlchemy's rendering with the password hidden), and
+driver messages are scrubbed of the password text too.
 """
 
 from __future__ import annotations
@@ -55,12 +56,35 @@ _PASSWORD_PARAM = re.compile(r"(\b(?:password|passwd|pwd)=)[^&;\s]*", re.IGNOREC
 
 
 def redact(url: str) -> str:
-    """The URL (or a message holding URLs) with any password replaced by ``***``.
+    """The storage URL with any password replaced by ``***``.
 
-    In a word holding an '@', whatever lies between the user name and the last '@' is the password, even in a
-    malformed URL or one whose password holds a stray '@'; ``password=`` parameters are masked too.
+    A URL SQLAlchemy parses is rendered by it with the password hidden (a password may hold spaces, which no
+    word-by-word match sees), and the password's text is scrubbed from what remains. In one it cannot parse,
+    whatever lies between the user name and the last '@' is the password (a stray '@', spaces and all).
+    ``password=`` parameters are masked too.
     """
-    return _PASSWORD_PARAM.sub(r"\1***", re.sub(r"\S*@\S*", _redact_word, url))
+    try:
+        parsed = sqlalchemy.engine.make_url(url.strip())
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
+        parsed = None
+    if parsed is not None and parsed.password is not None:
+        url = scrub(parsed.render_as_string(hide_password=True), parsed)
+    return _PASSWORD_PARAM.sub(r"\1***", re.sub(r"^.*@.*$", _redact_word, url, flags=re.DOTALL))
+
+
+def redact_message(text: str) -> str:
+    """A message holding URLs with their passwords replaced by ``***``: in a word holding an '@', whatever
+    lies between the user name and the last '@'; ``password=`` parameters too."""
+    return _PASSWORD_PARAM.sub(r"\1***", re.sub(r"\S*@\S*", _redact_word, text))
+
+
+def scrub(text: str, parsed: sqlalchemy.engine.URL) -> str:
+    """``text`` without the URL's password, plain or percent-encoded."""
+    password = parsed.password
+    if password and len(str(password)) >= 4:  # shorter ones would garble the message, and are no secret
+        for secret in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _redact_word(match: re.Match) -> str:
@@ -244,11 +268,7 @@ def _first_line(error: BaseException, parsed: sqlalchemy.engine.URL) -> str:
     """``Type: first line of the message``, with the URL's password (plain or percent-encoded) scrubbed."""
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.orig is not None:
         error = error.orig  # the driver's own message, without SQLAlchemy's "(module.Class)" prefix
-    text = redact(str(error))
-    password = parsed.password
-    if password and len(str(password)) >= 4:  # shorter ones would garble the message, and are no secret
-        for secret in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
-            text = text.replace(secret, "***")
+    text = scrub(redact_message(str(error)), parsed)
     lines = text.strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 

@@ -7,8 +7,11 @@ differing fields); a study made by ``optuna create-study`` gets the given spec s
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,17 +89,37 @@ def create(
             f"study {name!r} already exists in {redact(url)}; attach workers to it instead"
         ) from None
     try:
-        study.set_metric_names(metric_names)
-        for key, value in (user_attrs or {}).items():
-            study.set_user_attr(key, value)
-        study.set_user_attr(SPEC_ATTR, spec.to_json())
-        study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
-        check_dev_fingerprint(study, spec)
-        _ensure_tickets(study, spec, fixed_tickets)
+        with _terminate_raises():
+            study.set_metric_names(metric_names)
+            for key, value in (user_attrs or {}).items():
+                study.set_user_attr(key, value)
+            study.set_user_attr(SPEC_ATTR, spec.to_json())
+            study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
+            check_dev_fingerprint(study, spec)
+            _ensure_tickets(study, spec, fixed_tickets)
     except BaseException:  # nothing half-written: a study without all its tickets would train fewer trials
         optuna.delete_study(study_name=name, storage=storage)
         raise
     return StudyHandle(study, spec, dev_jpeg, url)
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's timeout) raises SystemExit in here, as Ctrl-C raises
+    KeyboardInterrupt, so that a half-made study is deleted on the way out (SIGKILL cannot be caught: the
+    tickets' one transaction then leaves a study without tickets, which its first attach issues)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def attach(

@@ -23,6 +23,7 @@ from shrink.compression.rd import (
     rate_at_metric,
     save_curves,
 )
+from shrink.search.cli import main
 
 ANCHOR_BPP = [0.25, 0.45, 0.87, 1.4, 2.2]
 ANCHOR_DB = [9.7, 12.7, 16.4, 19.0, 21.5]
@@ -210,3 +211,16 @@ def test_one_definition_of_a_point_and_of_a_gain() -> None:
         gain_over(RDCurve("one", curve.points[:1]), anchor)
     )
     assert msssim_from_db(msssim_db(0.93)) == pytest.approx(0.93)
+
+
+def test_absurd_rates_are_a_one_line_error_not_an_overflow(tmp_path, capsys) -> None:
+    def at(name: str, scale: float) -> RDCurve:
+        return RDCurve(name, [RDPoint(q, scale * (q + 1), 0.9, 10.0 + q, 30.0 + q) for q in range(3)])
+
+    save_curves(tmp_path / "anchor.json", {"jpeg": at("jpeg", 1e-300)}, {})
+    save_curves(tmp_path / "test.json", {"test": at("test", 1e300)}, {})
+    with pytest.raises(ValueError, match="e\\^709"):
+        bd_rate_curves(at("jpeg", 1e-300), at("test", 1e300))
+    assert main(["bdrate", str(tmp_path / "anchor.json"), str(tmp_path / "test.json")]) == 2
+    err = capsys.readouterr().err
+    assert "e^709" in err and err.count("\n") == 1 and "Traceback" not in err

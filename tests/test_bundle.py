@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -269,3 +271,54 @@ def test_shrink_eval_of_a_corrupted_bundle_exits_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "weights.safetensors" in err and err.startswith("shrink eval: error:")
     assert not out.exists()
+
+
+def test_weights_that_are_a_fifo_or_a_link_are_refused_without_reading(bundle: Path):
+    weights = bundle / "weights.safetensors"
+    weights.unlink()
+    os.mkfifo(weights)  # read whole, it would block forever
+    with pytest.raises(BundleError, match="not a regular file"):
+        load_bundle(bundle)
+    weights.unlink()
+    weights.symlink_to("/dev/zero")  # read whole, it would exhaust memory
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle(bundle)
+
+
+def test_a_manifest_naming_a_link_or_a_huge_file_is_refused(bundle: Path, tmp_path: Path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    (bundle / "metrics.json").unlink()
+    (bundle / "metrics.json").symlink_to(outside)
+    seal(bundle)
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["metrics.json"]["bytes"] = 1 << 40
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no byte count"):
+        load_bundle(bundle)
+
+
+def test_a_config_larger_than_its_weights_is_refused_before_the_model_is_built(bundle: Path, monkeypatch):
+    config = json.loads((bundle / "config.json").read_text())
+    config["model"]["reccnn"].update(depth=64, width=512, kernel=5)  # the largest allowed: ~1.4 GB of weights
+    (bundle / "config.json").write_text(json.dumps(config))
+    seal(bundle)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before its weights were checked")
+
+    monkeypatch.setattr("shrink.compression.bundle.build_model", never)
+    with pytest.raises(BundleError, match=r"weights\.safetensors: does not fit config\.model: missing"):
+        load_bundle(bundle)
+
+
+def test_bundles_get_the_umasks_modes(tiny_config: TrainConfig, exports: Path):
+    previous = os.umask(0o022)
+    try:
+        path = save_bundle(exports / "b", trained_like(tiny_config), tiny_config, METRICS)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}

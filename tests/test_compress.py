@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,13 @@ from shrink.compression.bundle import bundle_sha256, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import TrainConfig, config_from_dict
 from shrink.compression.container import (
+    MAGIC,
     ContainerError,
     Header,
     highest_quality_within,
     read_header,
     segment,
+    wrap,
 )
 from shrink.compression.data import NamedImage, read_image
 from shrink.compression.evaluate import compress_image, decompress_image, evaluate_image
@@ -375,10 +379,96 @@ def test_headers_of_other_versions_and_bad_fields_are_refused(bundle: Path, phot
     jpg = tmp_path / "photo.jpg"
     assert compress(photo, bundle, jpg) == 0
     data = jpg.read_bytes()
-    with pytest.raises(ContainerError, match="shrink-jpeg/2 is not supported"):
-        read_header(data.replace(b'"shrink-jpeg/1"', b'"shrink-jpeg/2"'))
+    with pytest.raises(ContainerError, match="shrink-jpeg/3 is not supported"):
+        read_header(data.replace(b'"shrink-jpeg/2"', b'"shrink-jpeg/3"'))
     with pytest.raises(ContainerError, match="corrupt shrink header: width"):
         read_header(data.replace(b'"width":203', b'"width":2.5'))
+
+
+def with_header(data: bytes, header: Header | str, reseal: bool = False) -> bytes:
+    """``data`` whose APP11 segment holds ``header`` (a Header, or raw JSON text); ``reseal`` recomputes the
+    CRC as a forger would."""
+    if reseal:
+        return wrap(strip_segment(data), header)
+    old = segment(read_header(data))
+    text = header if isinstance(header, str) else header.model_dump_json()
+    payload = MAGIC + text.encode()
+    new = bytes([0xFF, 0xEB]) + (len(payload) + 2).to_bytes(2, "big") + payload
+    return data.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("width", WIDTH - 1), ("height", HEIGHT + 1), ("ratio", 4), ("quality", 12)]
+)
+def test_a_header_altered_without_its_crc_is_refused(
+    bundle: Path, photo: Path, tmp_path: Path, capsys, field: str, value: int
+):
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "out.png"
+    assert compress(photo, bundle, jpg) == 0
+    data = jpg.read_bytes()
+    jpg.write_bytes(with_header(data, read_header(data).model_copy(update={field: value})))
+    capsys.readouterr()
+    assert decompress(jpg, bundle, png) == 2
+    err = capsys.readouterr().err
+    assert "does not match the CRC-32" in err and err.count("\n") == 1 and not png.exists()
+
+
+def test_a_resealed_header_whose_ratio_is_not_the_models_is_refused(
+    bundle: Path, photo: Path, tmp_path: Path, capsys
+):
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "out.png"
+    assert compress(photo, bundle, jpg) == 0  # ratio 2: a 102x91 JPEG; ratio 4 wants 51x46
+    square = tmp_path / "square.png"
+    Image.fromarray(textured_image(64, 64, 3)).save(square)
+    assert compress(square, bundle, jpg, "--force") == 0  # 32x32: ratio 4 of 128x128 fits it
+    data = jpg.read_bytes()
+    forged = read_header(data).model_copy(update={"ratio": 4, "width": 128, "height": 128})
+    jpg.write_bytes(with_header(data, forged, reseal=True))
+    capsys.readouterr()
+    assert decompress(jpg, bundle, png) == 2
+    err = capsys.readouterr().err
+    assert "ratio 4, its bundle's model has 2" in err and err.count("\n") == 1 and not png.exists()
+
+
+def test_a_format_1_file_is_refused_in_one_line(bundle: Path, photo: Path, tmp_path: Path, capsys):
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "out.png"
+    assert compress(photo, bundle, jpg) == 0
+    text = read_header(jpg.read_bytes()).model_dump_json().replace("shrink-jpeg/2", "shrink-jpeg/1")
+    jpg.write_bytes(with_header(jpg.read_bytes(), text))
+    capsys.readouterr()
+    assert decompress(jpg, bundle, png) == 2
+    err = capsys.readouterr().err
+    assert "shrink-jpeg/1 is not supported" in err and err.count("\n") == 1 and not png.exists()
+
+
+def test_a_batch_with_one_bad_input_writes_nothing(bundle: Path, photo: Path, tmp_path: Path, capsys):
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(photo.read_bytes()[: len(photo.read_bytes()) // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert shrink("compress", photo, truncated, "--model", bundle, "-o", out) == 2
+    err = capsys.readouterr().err
+    assert "truncated.png" in err and err.count("\n") == 1
+    assert list(out.iterdir()) == []
+
+
+def test_a_fifo_as_input_is_refused_without_blocking(bundle: Path, photo: Path, tmp_path: Path, capsys):
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    assert decompress(fifo, bundle, tmp_path / "out.png") == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert compress(fifo, bundle, tmp_path / "x.jpg") == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_outputs_get_the_umasks_modes(bundle: Path, photo: Path, tmp_path: Path):
+    previous = os.umask(0o027)
+    try:
+        jpg, png = tmp_path / "photo.jpg", tmp_path / "out.png"
+        assert compress(photo, bundle, jpg) == 0 and decompress(jpg, bundle, png) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(jpg.stat().st_mode) == 0o640 and stat.S_IMODE(png.stat().st_mode) == 0o640
 
 
 # ---------------------------------------------------------------- tiling

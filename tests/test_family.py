@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shrink.compression.bdrate import bd_rate_curves, quality_overlap
@@ -18,7 +21,7 @@ from shrink.compression.config import config_from_dict
 from shrink.compression.container import read_header, segment
 from shrink.compression.data import load_images, read_image
 from shrink.compression.evaluate import evaluate, evaluate_image
-from shrink.compression.family import MEMBERS, load_family, save_family
+from shrink.compression.family import MEMBERS, _identity, load_family, save_family
 from shrink.compression.models import build_model
 from shrink.compression.rd import RDCurve, RDPoint, measure, rate_at_metric, save_curves
 from shrink.search.cli import main
@@ -175,6 +178,169 @@ def test_save_family_refuses_bad_members_and_writes_nothing(tmp_path: Path, imag
     (family / "family.json").write_text(json.dumps(document))
     with pytest.raises(BundleError, match="does not match the member table"):
         load_family(family)
+
+
+def reseal(document: dict) -> dict:
+    """Recompute the family's identity over its (altered) member table, as anyone can."""
+    return {**document, "sha256": _identity(document["members"])}
+
+
+def test_a_member_name_that_is_a_path_is_refused(family: Path, photo: Path, tmp_path: Path, capsys):
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "out.png"
+    assert main(["compress", str(photo), "--model", str(family), "--bpp", "1.0", "-o", str(jpg)]) == 0
+    document = json.loads((family / "family.json").read_text())
+    # the bundle "low" was copied from, outside the family
+    document["members"][0]["name"] = "../../b-low"
+    (family / "family.json").write_text(json.dumps(reseal(document)))
+    with pytest.raises(BundleError, match="distinct plain names"):
+        load_family(family)
+    capsys.readouterr()
+    assert main(["decompress", str(jpg), "--model", str(family), "-o", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "plain names" in err and err.count("\n") == 1 and not png.exists()
+
+
+def test_a_member_folder_that_is_a_link_is_refused(family: Path, tmp_path: Path):
+    low = family / MEMBERS / "low"
+    low.rename(tmp_path / "moved")
+    low.symlink_to(tmp_path / "moved")
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_family(family)
+
+
+# ---------------------------------------------------------------- fuzzing what a file tells us
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,  # no .hypothesis/ folder in the checkout
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # restored after each example
+)
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=300),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.sampled_from(["shrink-jpeg/1", "shrink-jpeg/3", "../../etc", "0" * 64, "low", "high", "high "]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+DELETED = object()
+
+
+@pytest.fixture
+def shrunk(family: Path, photo: Path, tmp_path: Path) -> tuple[Path, str]:
+    """(a shrink file made by the family, the sha256 of the pixels its decompression writes)."""
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "reference.png"
+    assert main(["compress", str(photo), "--model", str(family), "--bpp", "1.0", "-o", str(jpg)]) == 0
+    assert main(["decompress", str(jpg), "--model", str(family), "-o", str(png)]) == 0
+    return jpg, pixels_sha256(png)
+
+
+def pixels_sha256(png: Path) -> str:
+    return hashlib.sha256(np.asarray(Image.open(png)).tobytes()).hexdigest()
+
+
+def decoded_alike_or_refused(source: Path, family: Path, reference: str, capfd) -> None:
+    """Decompressing ``source`` writes the reference's pixels, or exits 2 with one line and writes nothing."""
+    capfd.readouterr()
+    out = source.with_name("fuzzed.png")
+    out.unlink(missing_ok=True)
+    code = main(["decompress", str(source), "--model", str(family), "-o", str(out)])
+    err = capfd.readouterr().err
+    if code == 0:
+        assert pixels_sha256(out) == reference
+    else:
+        assert code == 2 and err.count("\n") == 1 and err.startswith("shrink decompress: error:"), err
+        assert not out.exists()
+
+
+def with_header_fields(data: bytes, fields: dict) -> bytes:
+    """``data`` whose APP11 segment holds ``fields`` as its JSON (the CRC left as it was)."""
+    old = segment(read_header(data))
+    payload = b"SHRINK\0" + json.dumps(fields).encode()
+    return data.replace(old, bytes([0xFF, 0xEB]) + (len(payload) + 2).to_bytes(2, "big") + payload)
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(["format", "width", "height", "ratio", "quality", "bundle", "crc32", "extra"]),
+    value=st.one_of(ANY_VALUE, st.just(DELETED)),
+)
+def test_a_fuzzed_header_decodes_as_before_or_is_refused_in_one_line(
+    shrunk, family: Path, capfd, field, value
+):
+    jpg, reference = shrunk
+    data = jpg.read_bytes()
+    fields = json.loads(read_header(data).model_dump_json())
+    if value is DELETED:
+        fields.pop(field, None)
+    else:
+        fields[field] = value
+    fuzzed = jpg.with_name("fuzzed.jpg")
+    fuzzed.write_bytes(with_header_fields(data, fields))
+    decoded_alike_or_refused(fuzzed, family, reference, capfd)
+
+
+@FUZZ
+@given(
+    where=st.sampled_from(
+        [
+            "name",
+            "sha256",
+            "curve.name",
+            "curve.points",
+            "point.bpp",
+            "point.quality",
+            "point.msssim_db",
+            "metric",
+            "test",
+            "format",
+            "members",
+            "family.sha256",
+        ]
+    ),
+    member=st.integers(0, 1),
+    value=st.one_of(ANY_VALUE, st.just(DELETED)),
+    sealed=st.booleans(),
+)
+def test_a_fuzzed_family_json_decodes_as_before_or_is_refused_in_one_line(
+    shrunk, family: Path, capfd, where, member, value, sealed
+):
+    jpg, reference = shrunk
+    original = (family / "family.json").read_bytes()
+    document = json.loads(original)
+    entry = document["members"][member]
+    target, key = {
+        "name": (entry, "name"),
+        "sha256": (entry, "sha256"),
+        "curve.name": (entry["curve"], "name"),
+        "curve.points": (entry["curve"], "points"),
+        "point.bpp": (entry["curve"]["points"][0], "bpp"),
+        "point.quality": (entry["curve"]["points"][0], "quality"),
+        "point.msssim_db": (entry["curve"]["points"][0], "msssim_db"),
+        "metric": (document, "metric"),
+        "test": (document, "test"),
+        "format": (document, "format"),
+        "members": (document, "members"),
+        "family.sha256": (document, "sha256"),
+    }[where]
+    if value is DELETED:
+        target.pop(key, None)
+    else:
+        target[key] = value
+    if sealed and where != "family.sha256":
+        try:
+            document = reseal(document)
+        except (KeyError, TypeError):  # a member table too broken to hash: left as it is
+            pass
+    try:
+        (family / "family.json").write_text(json.dumps(document))
+        decoded_alike_or_refused(jpg, family, reference, capfd)
+    finally:
+        (family / "family.json").write_bytes(original)
 
 
 def test_export_family_of_a_study_measures_or_reuses_each_test_curve(tmp_path_factory, tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -312,6 +313,10 @@ BAD_SPECS = {
     "base config unknown key": ({"base": {"model": {"colour": 1}}}, "base", "model.colour"),
     "budget that makes the base refuse": ({"budget": {"crop": 40}}, "base", "crop"),
     "missing preset": ({"base_preset": "nope.toml"}, "base_preset", "not found"),
+    "a budget no study needs": ({"budget": {"n_trials": 1_000_000_000}}, "budget.n_trials", "10000"),
+    "an infinite loss weight": ({"base": {"loss": {"fidelity_weight": math.inf}}}, "base", "finite"),
+    "a NaN range weight": ({"base": {"loss": {"range_weight": math.nan}}}, "base", "finite"),
+    "an infinite space bound": ({"space": {"loss.rate_weight": _float(0.0, math.inf)}}, "space", "finite"),
 }
 
 

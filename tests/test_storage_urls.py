@@ -30,6 +30,8 @@ BAD_URLS = {
     "journal-no-file": ("journal:", "names no journal file"),
     "raw-at-in-password": ("postgresql+psycopg://u:s3cret@pw@127.0.0.1:1/db", "as %40"),
     "unreachable": (f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/db", "Connection refused"),
+    "unreachable-space-in-password": (f"postgresql+psycopg://u:{SECRET} and more@127.0.0.1:1/db", "refused"),
+    "malformed-space-in-password": (f"postgres//u:{SECRET} and more@127.0.0.1/db", "malformed storage URL"),
     "unreachable-query-password": (
         f"postgresql+psycopg://u@127.0.0.1:1/db?password={SECRET}",
         "Connection refused",
@@ -58,7 +60,7 @@ def argv(command: str, url: str) -> list[str]:
 def assert_one_clear_line(out: str, err: str, problem: str) -> None:
     assert len(err.strip().splitlines()) == 1 and problem in err, err
     assert "Traceback" not in out + err
-    assert "s3cret" not in out + err and "pw@" not in out + err, out + err
+    assert "s3cret" not in out + err and "pw@" not in out + err and "more@" not in out + err, out + err
 
 
 @pytest.mark.parametrize("command", ["create", "worker"])
@@ -123,6 +125,8 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout():
         ),
         (f"postgresql+psycopg://h/db?PASSWORD={SECRET}&x=1", "postgresql+psycopg://h/db?PASSWORD=***&x=1"),
         (f"postgres//u:{SECRET}@h/db", "postgres//u:***@h/db"),
+        (f"postgresql+psycopg://u:{SECRET} with spaces@h/db", "postgresql+psycopg://u:***@h/db"),
+        (f"postgres//u:{SECRET} with spaces@h/db", "postgres//u:***@h/db"),
         (f"in 'mysql://u:{SECRET}@h/db': refused", "in 'mysql://u:***@h/db': refused"),
         ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
         ("sqlite:////tmp/a@b/study.db", "sqlite:////tmp/a@b/study.db"),

@@ -33,7 +33,7 @@ from shrink.compression.rd import (
 from shrink.compression.trainer import load_dev_images
 from shrink.dashboards.report import _front_table
 from shrink.dashboards.study_info import get_rd_points_info
-from shrink.search.budget import TICKET_ATTR
+from shrink.search.budget import TICKET_ATTR, issue_tickets
 from shrink.search.cli import main
 from shrink.search.results import format_front, front_rows
 from shrink.search.space import distributions
@@ -45,6 +45,7 @@ from shrink.search.study import (
     PARENT_TRIAL_ATTR,
     TEST_CURVE_ATTR,
     DevSetMismatch,
+    _terminate_raises,
     attach,
     create,
 )
@@ -478,3 +479,52 @@ def test_a_study_without_a_dev_fingerprint_gets_one_at_its_first_attach(toy):
     Image.fromarray(textured_image(192, 176, 99)).save(tmp_path / "images" / "img1.png")
     with pytest.raises(DevSetMismatch):
         attach(url, "toy")
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [("n_trials", "budget.n_trials"), ("[base.loss]\nfidelity_weight = inf", "finite")],
+    ids=["billion-trials", "infinite-weight"],
+)
+def test_an_absurd_budget_or_weight_creates_no_study(tmp_path, image_folder, capsys, extra, problem):
+    spec = write_spec(tmp_path / "toy.toml", image_folder, n_trials=10**9 if extra == "n_trials" else 2)
+    if extra != "n_trials":
+        spec.write_text(spec.read_text() + "\n" + extra + "\n")
+    url = storage_url("sqlite", tmp_path)
+    assert main(["study", "create", str(spec), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1, err
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_tickets_are_issued_in_one_transaction(tmp_path, monkeypatch):
+    """A creation killed while it issues tickets (SIGKILL runs no cleanup) leaves none of them."""
+    url = storage_url("sqlite", tmp_path)
+    study = optuna.create_study(storage=open_storage(url, heartbeat_interval=None), study_name="toy")
+    prepare = optuna.storages.RDBStorage._get_prepared_new_trial
+    made = []
+
+    def dies_after_five(self, *args):
+        if len(made) == 5:
+            raise KeyboardInterrupt  # where the process would have died
+        made.append(1)
+        return prepare(self, *args)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        issue_tickets(study, 50)
+    assert len(made) == 5 and load(url).get_trials() == []
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", prepare)
+    assert issue_tickets(study, 50) == 50
+    trials = load(url).get_trials()
+    assert [t.system_attrs[TICKET_ATTR] for t in trials] == list(range(50))
+    assert {t.state for t in trials} == {TrialState.WAITING}
+
+
+def test_sigterm_while_a_study_is_created_raises_so_it_is_cleaned_up():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_, _terminate_raises():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before

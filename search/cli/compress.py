@@ -1,6 +1,7 @@
 """shrink compress IN [IN ...] --model BUNDLE_OR_FAMILY [--quality Q | --bpp TARGET] -o OUT [--force]
 
-Writes each image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
+Compresses every input before writing the first output (a bad input writes nothing), then writes each
+image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
 segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.container`. With a codec family
 (``shrink export --family``), ``--bpp`` picks the member whose test curve is highest at that rate
 (:meth:`shrink.compression.family.Family.member_at`); the file's header names that member's bundle.
@@ -185,9 +186,10 @@ def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, args.force)
     model, config, manifest = load_bundle(bundle_for(args), resolve_device(args.device))
     jpeg_codec(config)  # a WebP/AVIF bundle is refused before any work
-    for source, target in zip(args.inputs, targets, strict=True):
-        data, header = compress_file(args, model, config, manifest["sha256"], source)
-        refuse_existing([target], args.force)
+    # Every input is compressed (in memory) before the first output is written: a bad one writes nothing.
+    files = [compress_file(args, model, config, manifest["sha256"], source) for source in args.inputs]
+    refuse_existing(targets, args.force)
+    for source, target, (data, header) in zip(args.inputs, targets, files, strict=True):
         atomic_write(target, lambda handle, data=data: handle.write(data))
         rows, cols = header.compact_size
         print(

@@ -1,8 +1,9 @@
 """shrink decompress IN.jpg --model BUNDLE_OR_FAMILY -o OUT.png [--reference ORIGINAL] [--force]
 
-Refuses (exit 2) a file that is not a shrink file, a truncated one, and a bundle whose sha256 is not the one
-the file was made with (with a codec family: a file whose bundle is not one of its members); never
-overwrites without --force; writes atomically.
+Refuses (exit 2) a file that is not a shrink file, a truncated or altered one (header included), a bundle
+whose sha256 is not the one the file was made with (with a codec family: a file whose bundle is not one of
+its members) and a header whose ratio or size does not fit the bundle's model, all before any pixel is
+computed; never overwrites without --force; writes atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 from shrink.compression.bundle import load_bundle
 from shrink.compression.codecs import from_uint8
 from shrink.compression.container import (
+    MAX_FILE_BYTES,
     ContainerError,
     Header,
     check_pixels,
@@ -25,7 +27,7 @@ from shrink.compression.container import (
     read_photo,
 )
 from shrink.compression.family import is_family, load_family
-from shrink.compression.files import atomic_write
+from shrink.compression.files import atomic_write, read_regular
 from shrink.compression.metrics import MS_SSIM_WEIGHTS, bpp, ms_ssim, ms_ssim_levels, msssim_db, psnr
 from shrink.compression.tiling import reconstruct_uint8, tilings
 
@@ -53,9 +55,9 @@ def output_format(path: Path) -> str:
 
 
 def read_shrink_file(path: Path) -> tuple[bytes, Header]:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path} is not a file")
-    data = path.read_bytes()
+    data = read_regular(path, MAX_FILE_BYTES, "shrink file", follow_links=True)
     try:
         header = read_header(data)
     except ContainerError as error:
@@ -64,11 +66,17 @@ def read_shrink_file(path: Path) -> tuple[bytes, Header]:
     return data, header
 
 
-def check_bundle(path: Path, header: Header, sha: str, bundle: str) -> None:
+def check_bundle(path: Path, header: Header, sha: str, bundle: str, ratio: int) -> None:
+    """The bundle must be the file's, and its model's ratio the header's (a header rewritten with a new
+    CRC would otherwise upscale a compact image by the wrong ratio)."""
     if sha != header.bundle:
         raise ValueError(
             f"bundle hash mismatch: {path} was made with bundle sha256 {header.bundle[:16]}..., "
             f"but {bundle} is {sha[:16]}...; decompress it with the bundle that compressed it"
+        )
+    if ratio != header.ratio:
+        raise ContainerError(
+            f"{path}: its header says ratio {header.ratio}, its bundle's model has {ratio} (altered header)"
         )
 
 
@@ -112,12 +120,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{source} holds {header.width}x{header.height}"
             )
         reference = photo.pixels
+    model, _, manifest = load_bundle(bundle_for(source, header, args.model), resolve_device(args.device))
+    check_bundle(source, header, manifest["sha256"], args.model, model.ratio)
     try:
         decoded = from_uint8(decode_compact(data, header))[None]
     except ContainerError as error:
         raise ContainerError(f"{source}: {error}") from None
-    model, _, manifest = load_bundle(bundle_for(source, header, args.model), resolve_device(args.device))
-    check_bundle(source, header, manifest["sha256"], args.model)
     size, tiling = (header.height, header.width), tilings(model, args.tile)[1]
     x_hat = reconstruct_uint8(model, decoded, size, tiling, header.quality)
     refuse_existing([target], args.force)
