@@ -5,7 +5,7 @@ One trainer, one process; the arms run in alternating blocks of steps so machine
 - serial: the real codec, batches drawn in the step and round-tripped in it (``device.prefetch_batches = 0``,
   ``device.overlap_codec = false``: the loop before the pipeline);
 - pipelined: the real codec, batches drawn ahead by a thread and the next batch's round trip started during
-  the current RecCNN step (the defaults).
+  the current RecCNN step (the defaults on CUDA).
 Each arm's RecCNN-turn step time (``Trainer.train_step``: batch, compact image, codec, RecCNN pass and
 update), its ratio to the identity arm, and the share of the step the training thread waited for data (the
 batch and the decoded compact images). A ComCNN step (straight-through: the codec in its forward pass, not
@@ -62,8 +62,7 @@ ARMS = (Arm("identity", 2, True, True), Arm("serial", 0, False, False), Arm("pip
 
 def use_arm(trainer: Trainer, arm: Arm, real_round_trip) -> None:
     trainer._close_batches()
-    trainer.config.device.prefetch_batches = arm.prefetch
-    trainer.config.device.overlap_codec = arm.overlap
+    trainer.prefetch_batches, trainer.overlap_codec = arm.prefetch, arm.overlap
     trainer.channel.round_trip = IdentityRoundTrip() if arm.identity else real_round_trip
 
 

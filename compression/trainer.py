@@ -203,6 +203,10 @@ class Trainer:
         self.sampler = CropSampler(load_images(config.data.train), training.crop, seed=config.seed)
         self.quality_generator = torch.Generator().manual_seed(config.seed + 1)
         self.input_rng = self._input_rng_state()  # after the last batch trained on: what checkpoints hold
+        on_gpu = self.device.type == "cuda"
+        prefetch, overlap = config.device.prefetch_batches, config.device.overlap_codec
+        self.prefetch_batches = (2 if on_gpu else 0) if prefetch is None else prefetch
+        self.overlap_codec = on_gpu if overlap is None else overlap
         self.batches: BatchStream | None = None  # started by the first step, closed when run() returns
         self.ahead: tuple[Batch, torch.Tensor, RoundTripJob] | None = None  # next batch, codec under way
         self.buffers_before_ahead: dict[str, torch.Tensor] = {}  # the ComCNN's norm statistics before it
@@ -376,7 +380,7 @@ class Trainer:
         if self.batches is None:
             self.sampler.generator.set_state(self.input_rng["sampler"])
             self.quality_generator.set_state(self.input_rng["quality"])
-            self.batches = BatchStream(self._draw_batch, self.config.device.prefetch_batches)
+            self.batches = BatchStream(self._draw_batch, self.prefetch_batches)
         with self._waiting():
             batch = self.batches.next()
         x = batch.pixels.to(self.device, non_blocking=True).float() / 255.0
@@ -415,7 +419,7 @@ class Trainer:
         draw dropout masks from torch's global generator."""
         following = self.step + 1
         if (
-            not self.config.device.overlap_codec
+            not self.overlap_codec
             or following >= self.total_steps
             or following % self.config.training.steps_per_epoch == 0
             or self.turn_at(following) != "rec"

@@ -83,6 +83,14 @@ def test_pipelined_training_equals_serial_training(image_folder: Path, tmp_path:
     assert piped.batches is None and piped.ahead is None  # run() closed the stream
 
 
+def test_the_pipeline_is_off_on_the_cpu_unless_asked(image_folder: Path, tmp_path: Path):
+    """On a CPU its threads would compete with torch's for the same cores (benchmarks/step_overhead.py)."""
+    default = Trainer(config_from_dict(tiny_config_dict(image_folder)), tmp_path / "default", log=quiet)
+    assert (default.prefetch_batches, default.overlap_codec) == (0, False)
+    asked = Trainer(pipelined_config(image_folder, 3, True), tmp_path / "asked", log=quiet)
+    assert (asked.prefetch_batches, asked.overlap_codec) == (3, True)
+
+
 def test_a_failing_draw_is_raised_in_the_training_thread():
     def draw() -> Batch:
         raise OSError("disk gone")

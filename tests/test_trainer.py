@@ -70,6 +70,7 @@ def test_resumed_run_equals_uninterrupted_run(image_folder: Path, tmp_path: Path
     def config(**training):
         data = tiny_config_dict(image_folder, epochs=3, **training)
         data["model"]["comcnn"]["norm"] = comcnn_norm
+        data["device"].update(prefetch_batches=2, overlap_codec=True)  # the pipeline a GPU gets by default
         return config_from_dict(data)
 
     full_config = config()
