@@ -99,7 +99,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 say '```'
 
 section "CUDA-only tests (bf16 turns, kill and resume) and the device-safety tests"
-stage tests 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_safety.py tests/test_pipeline.py
+stage tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_device_safety.py tests/test_pipeline.py \
+    tests/test_jpeg_proxy.py
 
 section "bf16 autocast vs fp32: losses and gradients"
 stage bf16_paper 90 "$PY" benchmarks/bf16_agreement.py --config studies/presets/paper.toml "${SAMPLES[@]}" \

@@ -1,14 +1,15 @@
 """Cost of the real codec in the training loop, and how much of it the input pipeline hides.
 
 One trainer, one process; the arms run in alternating blocks of steps so machine noise hits all of them:
-- identity: the codec's round trip returns the stored 8-bit values unchanged (no codec cost), pipelined;
-- serial: the real codec, batches drawn in the step and round-tripped in it (``device.prefetch_batches = 0``,
-  ``device.overlap_codec = false``: the loop before the pipeline);
-- pipelined: the real codec, batches drawn ahead by a thread and the next batch's round trip started during
-  the current RecCNN step (the defaults on CUDA).
-Each arm's RecCNN-turn step time (``Trainer.train_step``: batch, compact image, codec, RecCNN pass and
-update), its ratio to the identity arm, and the share of the step the training thread waited for data (the
-batch and the decoded compact images). A ComCNN step (straight-through: the codec in its forward pass, not
+- serial: batches drawn in the step and round-tripped in it (``device.prefetch_batches = 0``,
+  ``device.overlap_codec = false``: the loop before the pipeline; the CPU's default);
+- pipelined: batches drawn ahead by a thread and the next batch's round trip started during the current
+  RecCNN step (CUDA's default);
+each with the real codec and with an identity codec whose round trip returns the stored 8-bit values
+unchanged (no codec cost). Each arm's RecCNN-turn step time (``Trainer.train_step``: batch, compact image,
+codec, RecCNN pass and update), the real codec's ratio to the identity codec in the same loop and to the
+identity codec in the serial loop, and the share of the step the training thread waited for data (the batch
+and the decoded compact images). A ComCNN step (straight-through: the codec in its forward pass, not
 pipelined) is timed real vs identity.
 Targets (issue 22): pipelined <= 1.15 x identity at the paper preset on a GPU.
 
@@ -57,7 +58,12 @@ class Arm:
     identity: bool
 
 
-ARMS = (Arm("identity", 2, True, True), Arm("serial", 0, False, False), Arm("pipelined", 2, True, False))
+ARMS = (
+    Arm("identity, serial", 0, False, True),
+    Arm("identity, pipelined", 2, True, True),
+    Arm("real, serial", 0, False, False),
+    Arm("real, pipelined", 2, True, False),
+)
 
 
 def use_arm(trainer: Trainer, arm: Arm, real_round_trip) -> None:
@@ -96,13 +102,16 @@ def reccnn_steps(trainer: Trainer, steps: int, repeats: int) -> None:
                 waits[arm.name].append(wait)
     use_arm(trainer, ARMS[-1], real_round_trip)
     trainer._close_batches()
-    identity = times["identity"]
+    def ratio(name: str, identity: str) -> float:
+        return statistics.median(t / i for t, i in zip(times[name], times[identity], strict=True))
+
     for arm in ARMS:
-        ratio = statistics.median(t / i for t, i in zip(times[arm.name], identity, strict=True))
+        anchors = dict.fromkeys([f"identity, {arm.name.split(', ')[1]}", "identity, serial"])
+        ratios = "".join(f"{ratio(arm.name, anchor):.3f} x {anchor}, " for anchor in anchors)
         print(
-            f"RecCNN turn, {arm.name:9s}: {statistics.median(times[arm.name]) * 1e3:8.1f} ms/step, "
-            f"{ratio:.3f} x identity, waiting for data {100 * statistics.median(waits[arm.name]):5.1f} % "
-            "of the step"
+            f"RecCNN turn, {arm.name:19s}: {statistics.median(times[arm.name]) * 1e3:8.1f} ms/step, "
+            f"{ratios if not arm.identity else ''}waiting for data "
+            f"{100 * statistics.median(waits[arm.name]):5.1f} % of the step"
         )
 
 
