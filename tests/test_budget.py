@@ -19,7 +19,7 @@ from shrink.search.study import attach, create
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import Worker
 
-from .test_study import load, storage_url, write_spec
+from .helpers import load, storage_url, write_spec
 
 # study.ask() on a storage with a heartbeat: Optuna reminds us that only optimize() beats.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")

@@ -25,27 +25,12 @@ from shrink.compression.codecs import build_codec
 from shrink.compression.config import ModelConfig, TrainConfig
 from shrink.compression.data import load_images
 from shrink.compression.evaluate import evaluate
-from shrink.compression.models import ShrinkModel, build_model
+from shrink.compression.models import build_model
 from shrink.search.cli import main
 
+from .helpers import eval_args, trained_like
+
 METRICS = {"trial": 4, "study": "tiny", "dev": {"gain_db": 0.25}, "rd": [[0.3, 12.5], [0.6, 15.0]]}
-
-
-def trained_like(config: TrainConfig, seed: int = 0) -> ShrinkModel:
-    """The tiny model with every parameter and BatchNorm buffer moved off its initial value."""
-    torch.manual_seed(seed)
-    model = build_model(config.model)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(torch.randn_like(buffer) * 0.01)
-            elif name.endswith("running_var"):
-                buffer.copy_(1 + torch.rand_like(buffer))
-            elif name.endswith("num_batches_tracked"):
-                buffer.fill_(17)
-    return model
 
 
 def seal(bundle: Path) -> None:
@@ -235,10 +220,6 @@ def test_bundle_from_checkpoint_and_load_model_agree(tiny_config: TrainConfig, t
     with pytest.raises(CheckpointError):
         bundle_from_checkpoint(tmp_path / "absent.ckpt", exports / "c", METRICS)
     assert not (exports / "c").exists()
-
-
-def eval_args(source: Path, images: Path, out: Path) -> list[str]:
-    return ["eval", str(source), "--data", str(images), "--qualities", "30", "70", "--json", str(out)]
 
 
 def test_shrink_eval_takes_a_bundle_or_a_checkpoint(

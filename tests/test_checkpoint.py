@@ -13,7 +13,7 @@ from shrink.compression.checkpoint import CheckpointError, load_checkpoint, save
 from shrink.compression.config import TrainConfig
 from shrink.search.cli import main
 
-from .test_bundle import eval_args, trained_like
+from .helpers import eval_args, trained_like
 
 SHRINK = Path(sys.executable).parent / "shrink"
 

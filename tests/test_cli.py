@@ -12,30 +12,7 @@ import pytest
 from shrink.search.cli import main
 
 from .conftest import tiny_config_dict
-
-
-def write_toml(path: Path, data: dict) -> Path:
-    def value(v):
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, table in data.items():
-        if isinstance(table, dict):
-            lines.append(f"[{section}]")
-            lines += [
-                f"{k} = {{ {', '.join(f'{a} = {value(b)}' for a, b in v.items())} }}"
-                if isinstance(v, dict)
-                else f"{k} = {value(v)}"
-                for k, v in table.items()
-            ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from .helpers import write_toml
 
 
 def test_dispatcher_usage_and_unknown_command(capsys):

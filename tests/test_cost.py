@@ -20,7 +20,7 @@ from shrink.search.results import format_front, front_rows
 from shrink.search.spec import SpecError, load_spec, validate_spec
 from shrink.search.study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, DEV_JPEG_ATTR
 
-from .test_study import load, storage_url, write_spec
+from .helpers import load, storage_url, write_spec
 
 
 def toy_model(ratio=2, com_width=8, rec_depth=3, rec_width=8, rec_norm="none") -> ModelConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shrink.search.cli import main
 
-from .test_study import load, write_spec
+from .helpers import load, write_spec
 
 BIN = Path(sys.executable).parent
 

@@ -115,7 +115,7 @@ def test_resume_loads_on_the_cpu_whatever_the_training_device(image_folder: Path
 @CUDA
 def test_cuda_run_killed_and_resumed_finishes(image_folder: Path, tmp_path: Path):
     """`shrink train` on CUDA, killed with SIGKILL once its first epoch is checkpointed, then resumed."""
-    from .test_cli import write_toml
+    from .helpers import write_toml
 
     data = tiny_config_dict(image_folder, epochs=40, steps_per_epoch=20)
     data["device"] = {"device": "cuda"}

@@ -41,7 +41,7 @@ from shrink.search.study import attach
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import Worker
 
-from .test_study import BIN, load, storage_url, wait_for, write_spec
+from .helpers import BIN, load, storage_url, wait_for, write_spec
 
 COMPLETE, FAIL, RUNNING, WAITING = (TrialState[name] for name in ("COMPLETE", "FAIL", "RUNNING", "WAITING"))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")

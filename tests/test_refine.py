@@ -29,7 +29,7 @@ from shrink.search.study import (
     stored_spec,
 )
 
-from .test_study import load, write_spec
+from .helpers import load, write_spec
 
 REFINE = """
 [refine]

@@ -40,58 +40,7 @@ from shrink.dashboards.study_info import (
 from shrink.search.cli import main
 from shrink.search.pruning import hypervolume_2d
 
-from .conftest import textured_image
-from .test_study import load, write_spec
-
-EPOCHS = 3
-SYNTHETIC_REASON = "pruned at rung 0 (epoch 1): synthetic trial added by the test"
-QUALITIES = ["--qualities", "20", "50", "80"]  # a short grid keeps baselines and bundle evaluations light
-
-
-def make_image_folder(folder: Path) -> Path:
-    """Three small photo-like PNGs (the sizes of conftest's ``image_folder``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, (height, width) in enumerate([(176, 208), (192, 176), (176, 176)]):
-        Image.fromarray(textured_image(height, width, index)).save(folder / f"img{index}.png")
-    return folder
-
-
-def add_pruned_trial(url: str) -> None:
-    """A pruned trial in the stored format (one epoch, a prune reason), whatever the real pruner did."""
-    study = load(url)
-    first = study.trials[0].user_attrs["epochs"][0]
-    study.add_trial(
-        create_trial(
-            state=TrialState.PRUNED, user_attrs={"epochs": [first], "prune_reason": SYNTHETIC_REASON}
-        )
-    )
-
-
-def build_toy_study(root: Path, images: Path) -> str:
-    spec = write_spec(root / "toy.toml", images, n_trials=4, epochs=EPOCHS, steps=2, pruner="pareto-halving")
-    url = f"sqlite:///{root / 'study.db'}"
-    assert main(["study", "create", str(spec), "--storage", url]) == 0
-    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
-    add_pruned_trial(url)
-    return url
-
-
-def export_front(url: str, out: Path) -> Path:
-    if not out.is_dir():
-        assert main(["export", "--storage", url, "--study-name", "toy", "--pareto", "--out", str(out)]) == 0
-    return out
-
-
-def shared_toy_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """(storage URL, image folder) of the session's toy study, built by whichever test asks first."""
-    root = tmp_path_factory.getbasetemp() / "toy-report-study"
-    images = root / "images"
-    if not (root / "built").is_file():
-        root.mkdir(exist_ok=True)
-        make_image_folder(images)
-        build_toy_study(root, images)
-        (root / "built").write_text("ok")
-    return f"sqlite:///{root / 'study.db'}", images
+from .helpers import EPOCHS, QUALITIES, SYNTHETIC_REASON, export_front, load, shared_toy_study, write_spec
 
 
 @pytest.fixture(scope="module")

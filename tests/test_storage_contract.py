@@ -24,7 +24,7 @@ from shrink.search.study import DEV_JPEG_ATTR, attach, create, stored_spec
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import study_budget_reached
 
-from .test_study import write_spec
+from .helpers import write_spec
 
 KINDS = ["sqlite", "journal", "postgresql"]
 RDB_KINDS = ["sqlite", "postgresql"]

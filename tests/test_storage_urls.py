@@ -14,7 +14,7 @@ import sqlalchemy
 from shrink.search.cli import main
 from shrink.search.storage import PG_CONNECT_TIMEOUT_S, StorageError, open_storage, redact
 
-from .test_study import write_spec
+from .helpers import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = Path(sys.executable).parent / "shrink"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -52,76 +51,13 @@ from shrink.search.study import (
 from shrink.search.trial_runner import original_number
 
 from .conftest import textured_image
-
-BIN = Path(sys.executable).parent
-
-
-def write_spec(
-    path: Path, images: Path, *, n_trials=3, epochs=3, steps=2, mode="multi", pruner="none", extra=""
-) -> Path:
-    path.write_text(
-        f"""
-name = "toy"
-seed = 1
-
-[base]
-seed = 1
-device = {{ device = "cpu", threads = 1 }}
-model = {{ ratio = 2, comcnn = {{ depth = 3, width = 8 }}, reccnn = {{ depth = 3, width = 8 }} }}
-codec = {{ threads = 1 }}
-
-[base.training]
-rec_warmup_epochs = 1
-
-[data]
-train = "{images}"
-dev = "{images}"
-dev_max_images = 2
-
-[budget]
-n_trials = {n_trials}
-epochs = {epochs}
-steps_per_epoch = {steps}
-crop = 48
-batch_size = 2
-
-[objective]
-mode = "{mode}"
-
-[pruner]
-name = "{pruner}"
-min_peers = 2
-
-[sampler]
-name = "random"
-
-[space."codec.quality"]
-type = "int"
-low = 20
-high = 80
-step = 20
-
-[space."model.reccnn.width"]
-type = "categorical"
-choices = [8, 12]
-{extra}
-"""
-    )
-    return path
+from .helpers import BIN, load, storage_url, wait_for, write_spec
 
 
 @pytest.fixture
 def toy(tmp_path: Path, image_folder: Path):
     spec = write_spec(tmp_path / "toy.toml", image_folder)
     return spec, tmp_path
-
-
-def storage_url(kind: str, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
-
-
-def load(url: str, name: str = "toy") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
@@ -245,13 +181,6 @@ def test_spec_stored_with_optuna_set_user_attr_lets_a_worker_attach_without_spec
     cli("optuna", ["study", "set-user-attr"], url, "--key", "shrink_spec", "--value", resolved)
     assert main(["worker", "--storage", url, "--study-name", "toy", "--n-trials", "1"]) == 0
     assert load(url).trials[0].state == TrialState.COMPLETE
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_sigterm_checkpoints_requeues_and_the_retry_resumes(tmp_path, image_folder):

@@ -28,7 +28,7 @@ from shrink.search.cli import main
 from shrink.search.study import TEST_CURVE_ATTR
 
 from .conftest import shared_folder, textured_image, tiny_config_dict
-from .test_report import load, shared_toy_study
+from .helpers import load, shared_toy_study
 
 # Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
 LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]

@@ -1,0 +1,192 @@
+"""Helpers shared by test files: the toy study spec, storage URLs, the session's toy study, waiting."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+from PIL import Image
+
+from shrink.compression.config import TrainConfig
+from shrink.compression.models import ShrinkModel, build_model
+from shrink.search.cli import main
+from shrink.search.storage import open_storage
+
+from .conftest import textured_image
+
+BIN = Path(sys.executable).parent
+
+
+def write_spec(
+    path: Path, images: Path, *, n_trials=3, epochs=3, steps=2, mode="multi", pruner="none", extra=""
+) -> Path:
+    path.write_text(
+        f"""
+name = "toy"
+seed = 1
+
+[base]
+seed = 1
+device = {{ device = "cpu", threads = 1 }}
+model = {{ ratio = 2, comcnn = {{ depth = 3, width = 8 }}, reccnn = {{ depth = 3, width = 8 }} }}
+codec = {{ threads = 1 }}
+
+[base.training]
+rec_warmup_epochs = 1
+
+[data]
+train = "{images}"
+dev = "{images}"
+dev_max_images = 2
+
+[budget]
+n_trials = {n_trials}
+epochs = {epochs}
+steps_per_epoch = {steps}
+crop = 48
+batch_size = 2
+
+[objective]
+mode = "{mode}"
+
+[pruner]
+name = "{pruner}"
+min_peers = 2
+
+[sampler]
+name = "random"
+
+[space."codec.quality"]
+type = "int"
+low = 20
+high = 80
+step = 20
+
+[space."model.reccnn.width"]
+type = "categorical"
+choices = [8, 12]
+{extra}
+"""
+    )
+    return path
+
+
+def storage_url(kind: str, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
+
+
+def load(url: str, name: str = "toy") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def write_toml(path: Path, data: dict) -> Path:
+    def value(v):
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, table in data.items():
+        if isinstance(table, dict):
+            lines.append(f"[{section}]")
+            lines += [
+                f"{k} = {{ {', '.join(f'{a} = {value(b)}' for a, b in v.items())} }}"
+                if isinstance(v, dict)
+                else f"{k} = {value(v)}"
+                for k, v in table.items()
+            ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trained_like(config: TrainConfig, seed: int = 0) -> ShrinkModel:
+    """The tiny model with every parameter and BatchNorm buffer moved off its initial value."""
+    torch.manual_seed(seed)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn_like(buffer) * 0.01)
+            elif name.endswith("running_var"):
+                buffer.copy_(1 + torch.rand_like(buffer))
+            elif name.endswith("num_batches_tracked"):
+                buffer.fill_(17)
+    return model
+
+
+def eval_args(source: Path, images: Path, out: Path) -> list[str]:
+    return ["eval", str(source), "--data", str(images), "--qualities", "30", "70", "--json", str(out)]
+
+
+EPOCHS = 3
+
+
+SYNTHETIC_REASON = "pruned at rung 0 (epoch 1): synthetic trial added by the test"
+
+
+QUALITIES = ["--qualities", "20", "50", "80"]  # a short grid keeps baselines and bundle evaluations light
+
+
+def make_image_folder(folder: Path) -> Path:
+    """Three small photo-like PNGs (the sizes of conftest's ``image_folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (height, width) in enumerate([(176, 208), (192, 176), (176, 176)]):
+        Image.fromarray(textured_image(height, width, index)).save(folder / f"img{index}.png")
+    return folder
+
+
+def add_pruned_trial(url: str) -> None:
+    """A pruned trial in the stored format (one epoch, a prune reason), whatever the real pruner did."""
+    study = load(url)
+    first = study.trials[0].user_attrs["epochs"][0]
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED, user_attrs={"epochs": [first], "prune_reason": SYNTHETIC_REASON}
+        )
+    )
+
+
+def build_toy_study(root: Path, images: Path) -> str:
+    spec = write_spec(root / "toy.toml", images, n_trials=4, epochs=EPOCHS, steps=2, pruner="pareto-halving")
+    url = f"sqlite:///{root / 'study.db'}"
+    assert main(["study", "create", str(spec), "--storage", url]) == 0
+    assert main(["worker", "--storage", url, "--study-name", "toy"]) == 0
+    add_pruned_trial(url)
+    return url
+
+
+def export_front(url: str, out: Path) -> Path:
+    if not out.is_dir():
+        assert main(["export", "--storage", url, "--study-name", "toy", "--pareto", "--out", str(out)]) == 0
+    return out
+
+
+def shared_toy_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """(storage URL, image folder) of the session's toy study, built by whichever test asks first."""
+    root = tmp_path_factory.getbasetemp() / "toy-report-study"
+    images = root / "images"
+    if not (root / "built").is_file():
+        root.mkdir(exist_ok=True)
+        make_image_folder(images)
+        build_toy_study(root, images)
+        (root / "built").write_text("ok")
+    return f"sqlite:///{root / 'study.db'}", images
