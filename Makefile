@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # The storage tests' private PostgreSQL server (.ci/postgres.sh); its URL is read from $(PG_DIR)/url.
 PG_DIR ?= $(or $(TMPDIR),/tmp)/shrink-ci-pg-$(shell id -u)
 
-.PHONY: demo test lint bench clean postgres postgres-stop chromium
+.PHONY: demo test test-fast lint bench clean postgres postgres-stop chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP) postgres chromium
 	SHRINK_PG_DIR=$(PG_DIR) \
 	SHRINK_TEST_POSTGRES_URL="$${SHRINK_TEST_POSTGRES_URL:-$$(cat $(PG_DIR)/url 2>/dev/null)}" \
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Daily work: `make test` without the tests marked slow (CI runs `make test`).
+test-fast:
+	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 # Installs Debian's postgresql when missing (root + apt-get only) and starts or reuses the test server.
 postgres:

@@ -180,7 +180,7 @@ def shoot_report(report: Path, out_dir: Path, browser: str | None = None) -> tup
 
 @pytest.fixture(scope="module")
 def browser_report(tmp_path_factory) -> Path:
-    """A report of the toy study helpers.shared_toy_study builds (once per session), with bundles and --data."""
+    """A report of the toy study helpers.py builds (once per session), with bundles and --data."""
     from shrink.search.cli import main
 
     from .helpers import QUALITIES, export_front, shared_toy_study
