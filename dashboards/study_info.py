@@ -20,9 +20,16 @@ from optuna.trial import FrozenTrial, TrialState
 from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.pruning import hypervolume_2d
+from shrink.search.records import (
+    DECODER_LIMIT_ATTR,
+    PRUNE_REASON_ATTR,
+    EpochSummary,
+    TrialResult,
+    read_epochs,
+    read_trial_result,
+    stored_rd_point,
+)
 from shrink.search.results import completed_points
-from shrink.search.study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR
-from shrink.search.trial_runner import EPOCHS_ATTR
 
 BD_METRICS = ("msssim_db", "psnr")
 MIN_OVERLAP_DB = 0.25  # a BD-rate over a narrower common quality range is noise: reported as n/a
@@ -31,19 +38,10 @@ MIN_OVERLAP_DB = 0.25  # a BD-rate over a narrower common quality range is noise
 # ---------------------------------------------------------------- RD points and the front
 
 
-@dataclass
-class TrialPoint:
-    """A completed trial's dev RD point (its best epoch) and whether it is on the Pareto front."""
+class TrialPoint(TrialResult):
+    """A completed trial's result (its best epoch's dev RD point) and whether it is on the Pareto front."""
 
-    number: int
-    bpp: float
-    msssim: float
-    msssim_db: float
-    psnr: float
-    gain_db: float
-    params: dict
     on_front: bool
-    decoder_macs_per_pixel: float | None = None  # the decoder's cost, when the trial recorded it
 
 
 def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
@@ -54,20 +52,7 @@ def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
 
 
 def _trial_point(trial: FrozenTrial, on_front: bool) -> TrialPoint:
-    point = trial.user_attrs["rd_point"]
-    return TrialPoint(
-        number=trial.number,
-        bpp=float(point["dev_bpp"]),
-        msssim=float(point["dev_msssim"]),
-        msssim_db=float(point["dev_msssim_db"]),
-        psnr=float(point["dev_psnr"]),
-        gain_db=float(point["dev_gain_db"]),
-        params=dict(trial.params),
-        on_front=on_front,
-        decoder_macs_per_pixel=(
-            float(trial.user_attrs[DECODER_MACS_ATTR]) if DECODER_MACS_ATTR in trial.user_attrs else None
-        ),
-    )
+    return TrialPoint(**dict(read_trial_result(trial)), on_front=on_front)
 
 
 def front_curve(points: Iterable[TrialPoint], name: str = "Pareto front") -> RDCurve:
@@ -168,7 +153,7 @@ class ImportanceInfo:
 
 def gain_target(trial: FrozenTrial) -> float:
     """The importance target: a completed trial's dev gain over JPEG in dB (its ``rd_point``)."""
-    return float(trial.user_attrs["rd_point"]["dev_gain_db"])
+    return float(stored_rd_point(trial)["dev_gain_db"])
 
 
 def get_importance_info(study: optuna.Study) -> ImportanceInfo:
@@ -214,8 +199,8 @@ class LearningCurve:
     prune_reason: str | None
 
 
-def full_epochs(trial: FrozenTrial) -> list[dict]:
-    return [e for e in trial.user_attrs.get(EPOCHS_ATTR) or [] if not e.get("partial")]
+def full_epochs(trial: FrozenTrial) -> list[EpochSummary]:
+    return read_epochs(trial)
 
 
 def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
@@ -229,10 +214,10 @@ def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
             LearningCurve(
                 number=trial.number,
                 state=trial.state.name,
-                epochs=[int(e["epoch"]) for e in epochs],
-                msssim=[float(e["dev_msssim"]) for e in epochs],
-                bpp=[float(e["dev_bpp"]) for e in epochs],
-                gain_db=[float(e["dev_gain_db"]) for e in epochs],
+                epochs=[e.epoch for e in epochs],
+                msssim=[e.dev_msssim for e in epochs],
+                bpp=[e.dev_bpp for e in epochs],
+                gain_db=[e.dev_gain_db for e in epochs],
                 prune_reason=_prune_reason(trial),
             )
         )
@@ -242,7 +227,7 @@ def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
 def _prune_reason(trial: FrozenTrial) -> str | None:
     if trial.state != TrialState.PRUNED:
         return None
-    return str(trial.user_attrs.get("prune_reason") or "pruned (no reason stored)")
+    return str(trial.user_attrs.get(PRUNE_REASON_ATTR) or "pruned (no reason stored)")
 
 
 @dataclass
