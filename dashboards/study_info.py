@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.pruning import hypervolume_2d
 from shrink.search.records import (
@@ -32,7 +32,6 @@ from shrink.search.records import (
 from shrink.search.results import completed_points
 
 BD_METRICS = ("msssim_db", "psnr")
-MIN_OVERLAP_DB = 0.25  # a BD-rate over a narrower common quality range is noise: reported as n/a
 
 
 # ---------------------------------------------------------------- RD points and the front
@@ -92,26 +91,6 @@ def get_bd_rate_table(tests: Mapping[str, RDCurve], anchors: Mapping[str, RDCurv
                     row.notes[metric] = note
             rows.append(row)
     return rows
-
-
-def safe_bd_rate(anchor: RDCurve, test: RDCurve, metric: str) -> tuple[float | None, str | None]:
-    """(BD-rate, None), or (None, why) when the curves are too short or overlap too little."""
-    overlap = quality_overlap(anchor, test, metric)
-    if overlap is not None and overlap < MIN_OVERLAP_DB:
-        return None, f"quality overlap {max(overlap, 0.0):.2f} dB < {MIN_OVERLAP_DB} dB"
-    try:
-        value = bd_rate_curves(anchor, test, metric)
-    except ValueError as error:
-        return None, str(error).split(": ", 1)[-1]
-    return (value, None) if math.isfinite(value) else (None, "not finite")
-
-
-def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str) -> float | None:
-    """Width of the common ``metric`` range of two curves (negative: disjoint); None if one is empty."""
-    anchor_values, test_values = anchor.values(metric)[1], test.values(metric)[1]
-    if len(anchor_values) == 0 or len(test_values) == 0:
-        return None
-    return float(min(anchor_values.max(), test_values.max()) - max(anchor_values.min(), test_values.min()))
 
 
 # ---------------------------------------------------------------- hypervolume
