@@ -66,7 +66,7 @@ def suggest(trial: optuna.Trial) -> dict:
 
 
 def epoch_record(rng: random.Random, epoch: int) -> dict:
-    """The keys of trial_runner.epoch_summary, with full-precision floats like the real ones."""
+    """The keys of records.EpochSummary, with full-precision floats like the real ones."""
     msssim = rng.uniform(0.85, 0.99)
     return {
         "epoch": epoch,

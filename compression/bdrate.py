@@ -14,6 +14,8 @@ from scipy.interpolate import PchipInterpolator
 
 from .rd import RDCurve, efficient_points
 
+MIN_OVERLAP_DB = 0.25  # a BD-rate over a narrower common quality range is noise: n/a
+
 
 def _frontier(
     rates: Sequence[float], qualities: Sequence[float], label: str
@@ -69,6 +71,28 @@ def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -
     anchor_q, _ = _frontier(*anchor.values(metric), f"anchor {anchor.name!r}")
     test_q, _ = _frontier(*test.values(metric), f"test {test.name!r}")
     return _overlap(anchor_q, test_q)
+
+
+def too_little_overlap(anchor: RDCurve, test: RDCurve, metric: str) -> str | None:
+    """Why the curves share too little quality for a BD-rate (under :data:`MIN_OVERLAP_DB` of
+    :func:`quality_overlap`, or none), or None. The one rule of ``shrink bdrate``, ``shrink export --family``
+    and the report; raises ValueError for a curve of too few points."""
+    overlap = quality_overlap(anchor, test, metric)
+    width = 0.0 if overlap is None else overlap[1] - overlap[0]
+    return None if width >= MIN_OVERLAP_DB else f"quality overlap {width:.2f} dB < {MIN_OVERLAP_DB} dB"
+
+
+def safe_bd_rate(anchor: RDCurve, test: RDCurve, metric: str) -> tuple[float | None, str | None]:
+    """(BD-rate, None), or (None, why) when it is n/a: too little common quality (:func:`too_little_overlap`),
+    too few points, rates out of range."""
+    try:
+        why = too_little_overlap(anchor, test, metric)
+        if why is not None:
+            return None, why
+        value = bd_rate_curves(anchor, test, metric)
+    except ValueError as error:
+        return None, str(error).split(": ", 1)[-1]
+    return (value, None) if math.isfinite(value) else (None, "not finite")
 
 
 def bd_rate_curves(anchor: RDCurve, test: RDCurve, metric: str = "msssim_db") -> float:

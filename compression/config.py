@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,7 +180,7 @@ class OptimizerConfig(Strict):
 
 class GuardConfig(Strict):
     enabled: bool = True
-    judge: Literal["after-rec", "immediate"] = Field(
+    when: Literal["after-rec", "immediate"] = Field(
         "after-rec",
         description="judge a ComCNN turn once the RecCNN has had its next turn, or at the turn's end",
     )
@@ -190,6 +191,20 @@ class GuardConfig(Strict):
     tolerance_pct: float = Field(
         0.0, ge=0.0, description="judge 'rate': a turn may raise the dev rate by this many % of JPEG's"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name_of_when(cls, data: Any) -> Any:
+        """``judge`` was ``when``'s name until ``training.judge`` (gain or rate) took it: configs and
+        checkpoints written with it still load."""
+        if not isinstance(data, dict) or "judge" not in data:
+            return data
+        if "when" in data:
+            raise ValueError("give training.guard.when only: judge is its deprecated name")
+        warnings.warn(
+            "training.guard.judge is deprecated: it is training.guard.when", DeprecationWarning, stacklevel=2
+        )
+        return {("when" if key == "judge" else key): value for key, value in data.items()}
 
 
 class TrainingConfig(Strict):

@@ -271,12 +271,3 @@ def operating_rate_change(curve: RDCurve, anchor: RDCurve, metric: str = "msssim
         math.log(point.bpp / rate_at_metric(anchor, getattr(point, metric), metric)) for point in curve.points
     ]
     return float(math.expm1(np.mean(log_ratios)))
-
-
-def gain_over(curve: RDCurve, anchor: RDCurve, metric: str = "msssim_db") -> float:
-    """Mean over ``curve``'s points of (point metric - anchor metric at the point's rate): for MS-SSIM dB,
-    a trial's gain (:func:`operating_gain`)."""
-    if not curve.points:
-        raise ValueError(f"curve {curve.name!r} has no points")
-    gains = [getattr(p, metric) - metric_at_rate(anchor, p.bpp, metric) for p in curve.points]
-    return float(np.mean(gains))

@@ -6,11 +6,11 @@ callback), then checkpoint state. JPEG is not differentiable, so the nets altern
 - ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat and
   the rate proxy (``loss.com_loss``: a weighted mixture, or the dev gain's own units, dB against ln-rate),
   plus fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
-The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.judge``):
+The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.when``):
 the dev score (``training.judge``: the gain over JPEG in dB at matched bpp, or the rate against JPEG at
 matched MS-SSIM) is measured with the new ComCNN and again with the ComCNN from before the turn, both behind
 the same RecCNN; when the old one does better, the ComCNN is rolled back to it and its learning rate is cut
-(``training.guard``). ``judge = "immediate"`` judges at the turn's end instead. The same score picks
+(``training.guard``). ``when = "immediate"`` judges at the turn's end instead. The same score picks
 ``best.ckpt``.
 """
 
@@ -458,7 +458,7 @@ class Trainer:
     def _guard_due(self) -> bool:
         if self.com_pending is None:
             return False
-        return self.rec_after_com or self.config.training.guard.judge == "immediate"
+        return self.rec_after_com or self.config.training.guard.when == "immediate"
 
     def _guard(self, curve: RDCurve) -> tuple[RDCurve, bool, float | None]:
         """Judge the pending ComCNN turn: (curve, rolled back, gain with the ComCNN from before it)."""

@@ -20,7 +20,7 @@ from shrink.compression.data import NamedImage
 from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_jpeg_curve
-from shrink.search.study import DEV_JPEG_ATTR
+from shrink.search.records import DEV_JPEG_ATTR, read_curve
 
 from .cache import CurveCache, cache_key, images_fingerprint
 
@@ -68,10 +68,8 @@ def baseline_curves(
 
 def study_dev_jpeg(study: optuna.Study, images: Sequence[NamedImage], cache: CurveCache) -> RDCurve:
     """The dev JPEG curve stored with the study; measured (and cached here, not stored) if it is absent."""
-    raw = study.user_attrs.get(DEV_JPEG_ATTR)
-    if raw is not None:
-        curve = RDCurve.from_dict(raw)
-    else:
+    curve = read_curve(study, DEV_JPEG_ATTR)
+    if curve is None:
         key = cache_key("dev-jpeg", images_fingerprint(images))
         curve = cache.get_or_compute(key, lambda: dev_jpeg_curve(list(images)))
     return RDCurve("jpeg", curve.points, curve.per_image)

@@ -28,6 +28,7 @@ from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
 from shrink.compression.trainer import load_dev_images
+from shrink.search.records import CHECKPOINT_ATTR
 
 from .study_info import TrialPoint, best_front_trial, resolve_checkpoint
 
@@ -84,7 +85,8 @@ def get_gallery_info(
     best = best_front_trial(points)
     if best is None:
         return GalleryInfo(None, None, None, crop, notes=["no completed trial yet"])
-    stored = {t.number: t for t in study.get_trials(deepcopy=False)}[best.number].user_attrs.get("checkpoint")
+    trial = {t.number: t for t in study.get_trials(deepcopy=False)}[best.number]
+    stored = trial.user_attrs.get(CHECKPOINT_ATTR)
     path = resolve_checkpoint(stored, roots)
     if path is None:
         return GalleryInfo(best.number, stored, None, crop, notes=[f"checkpoint {stored!r} not found"])

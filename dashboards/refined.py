@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 from shrink.compression.data import load_images
 from shrink.compression.family import Member, envelope
 from shrink.compression.rd import RDCurve
+from shrink.search.records import PARENT_STUDY_ATTR, SEARCH_FIDELITY_ATTR, TEST_CURVE_ATTR, read_curve
 from shrink.search.refine import FIDELITY_FIELDS, RankAgreement, fidelity, rank_agreement
 from shrink.search.spec import ResolvedSpec
-from shrink.search.study import PARENT_STUDY_ATTR, SEARCH_FIDELITY_ATTR, TEST_CURVE_ATTR
 
 from . import html, plots
 from .cache import CurveCache
@@ -58,8 +58,8 @@ def get_refined_info(
     refined = fidelity(spec) if spec is not None else None
     info.fidelity = [(name, _at(search, name), _at(refined, name)) for name in FIDELITY_FIELDS]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if TEST_CURVE_ATTR in trial.user_attrs:
-            curve = RDCurve.from_dict(trial.user_attrs[TEST_CURVE_ATTR])
+        curve = read_curve(trial, TEST_CURVE_ATTR)
+        if curve is not None:
             info.members[f"trial-{trial.number:05d}"] = RDCurve(f"trial-{trial.number:05d}", curve.points)
     if not info.members:
         info.notes.append("no refined trial has a test curve yet (the spec's [test] names the test set)")

@@ -25,9 +25,10 @@ from shrink.compression.data import NamedImage, load_images
 from shrink.compression.files import atomic_write_text
 from shrink.compression.rd import RDCurve, load_curves
 from shrink.compression.trainer import load_dev_images
+from shrink.search.records import PARENT_STUDY_ATTR
 from shrink.search.results import FrontRow, format_macs, format_rate, front_rows
 from shrink.search.spec import ResolvedSpec
-from shrink.search.study import PARENT_STUDY_ATTR, stored_spec
+from shrink.search.study import stored_spec
 
 from . import html, plots
 from .cache import CurveCache
@@ -219,7 +220,7 @@ def _front_table(rows: Sequence[FrontRow]) -> str:
     rates = any(r.rate_change is not None for r in rows)
     macs = any(r.decoder_macs_per_pixel is not None for r in rows)
     body = [
-        [str(r.trial), f"{r.bpp:.4f}", f"{r.msssim:.4f}", f"{r.jpeg_msssim:.4f}", f"{r.gain_db:+.3f}"]
+        [str(r.number), f"{r.bpp:.4f}", f"{r.msssim:.4f}", f"{r.jpeg_msssim:.4f}", f"{r.gain_db:+.3f}"]
         + ([format_rate(r.rate_change)] if rates else [])
         + ([format_macs(r.decoder_macs_per_pixel)] if macs else [])
         for r in rows

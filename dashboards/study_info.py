@@ -17,33 +17,30 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.compression.bdrate import bd_rate_curves
+from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.pruning import hypervolume_2d
+from shrink.search.records import (
+    DECODER_LIMIT_ATTR,
+    PRUNE_REASON_ATTR,
+    EpochSummary,
+    TrialResult,
+    read_epochs,
+    read_trial_result,
+    stored_rd_point,
+)
 from shrink.search.results import completed_points
-from shrink.search.study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR
-from shrink.search.trial_runner import EPOCHS_ATTR
 
 BD_METRICS = ("msssim_db", "psnr")
-MIN_OVERLAP_DB = 0.25  # a BD-rate over a narrower common quality range is noise: reported as n/a
 
 
 # ---------------------------------------------------------------- RD points and the front
 
 
-@dataclass
-class TrialPoint:
-    """A completed trial's dev RD point (its best epoch) and whether it is on the Pareto front."""
+class TrialPoint(TrialResult):
+    """A completed trial's result (its best epoch's dev RD point) and whether it is on the Pareto front."""
 
-    number: int
-    bpp: float
-    msssim: float
-    msssim_db: float
-    psnr: float
-    gain_db: float
-    params: dict
     on_front: bool
-    decoder_macs_per_pixel: float | None = None  # the decoder's cost, when the trial recorded it
 
 
 def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
@@ -54,20 +51,7 @@ def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
 
 
 def _trial_point(trial: FrozenTrial, on_front: bool) -> TrialPoint:
-    point = trial.user_attrs["rd_point"]
-    return TrialPoint(
-        number=trial.number,
-        bpp=float(point["dev_bpp"]),
-        msssim=float(point["dev_msssim"]),
-        msssim_db=float(point["dev_msssim_db"]),
-        psnr=float(point["dev_psnr"]),
-        gain_db=float(point["dev_gain_db"]),
-        params=dict(trial.params),
-        on_front=on_front,
-        decoder_macs_per_pixel=(
-            float(trial.user_attrs[DECODER_MACS_ATTR]) if DECODER_MACS_ATTR in trial.user_attrs else None
-        ),
-    )
+    return TrialPoint(**dict(read_trial_result(trial)), on_front=on_front)
 
 
 def front_curve(points: Iterable[TrialPoint], name: str = "Pareto front") -> RDCurve:
@@ -109,26 +93,6 @@ def get_bd_rate_table(tests: Mapping[str, RDCurve], anchors: Mapping[str, RDCurv
     return rows
 
 
-def safe_bd_rate(anchor: RDCurve, test: RDCurve, metric: str) -> tuple[float | None, str | None]:
-    """(BD-rate, None), or (None, why) when the curves are too short or overlap too little."""
-    overlap = quality_overlap(anchor, test, metric)
-    if overlap is not None and overlap < MIN_OVERLAP_DB:
-        return None, f"quality overlap {max(overlap, 0.0):.2f} dB < {MIN_OVERLAP_DB} dB"
-    try:
-        value = bd_rate_curves(anchor, test, metric)
-    except ValueError as error:
-        return None, str(error).split(": ", 1)[-1]
-    return (value, None) if math.isfinite(value) else (None, "not finite")
-
-
-def quality_overlap(anchor: RDCurve, test: RDCurve, metric: str) -> float | None:
-    """Width of the common ``metric`` range of two curves (negative: disjoint); None if one is empty."""
-    anchor_values, test_values = anchor.values(metric)[1], test.values(metric)[1]
-    if len(anchor_values) == 0 or len(test_values) == 0:
-        return None
-    return float(min(anchor_values.max(), test_values.max()) - max(anchor_values.min(), test_values.min()))
-
-
 # ---------------------------------------------------------------- hypervolume
 
 
@@ -168,7 +132,7 @@ class ImportanceInfo:
 
 def gain_target(trial: FrozenTrial) -> float:
     """The importance target: a completed trial's dev gain over JPEG in dB (its ``rd_point``)."""
-    return float(trial.user_attrs["rd_point"]["dev_gain_db"])
+    return float(stored_rd_point(trial)["dev_gain_db"])
 
 
 def get_importance_info(study: optuna.Study) -> ImportanceInfo:
@@ -214,8 +178,8 @@ class LearningCurve:
     prune_reason: str | None
 
 
-def full_epochs(trial: FrozenTrial) -> list[dict]:
-    return [e for e in trial.user_attrs.get(EPOCHS_ATTR) or [] if not e.get("partial")]
+def full_epochs(trial: FrozenTrial) -> list[EpochSummary]:
+    return read_epochs(trial)
 
 
 def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
@@ -229,10 +193,10 @@ def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
             LearningCurve(
                 number=trial.number,
                 state=trial.state.name,
-                epochs=[int(e["epoch"]) for e in epochs],
-                msssim=[float(e["dev_msssim"]) for e in epochs],
-                bpp=[float(e["dev_bpp"]) for e in epochs],
-                gain_db=[float(e["dev_gain_db"]) for e in epochs],
+                epochs=[e.epoch for e in epochs],
+                msssim=[e.dev_msssim for e in epochs],
+                bpp=[e.dev_bpp for e in epochs],
+                gain_db=[e.dev_gain_db for e in epochs],
                 prune_reason=_prune_reason(trial),
             )
         )
@@ -242,7 +206,7 @@ def get_learning_curves_info(study: optuna.Study) -> list[LearningCurve]:
 def _prune_reason(trial: FrozenTrial) -> str | None:
     if trial.state != TrialState.PRUNED:
         return None
-    return str(trial.user_attrs.get("prune_reason") or "pruned (no reason stored)")
+    return str(trial.user_attrs.get(PRUNE_REASON_ATTR) or "pruned (no reason stored)")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from shrink.compression.checkpoint import model_from_checkpoint
 from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import EpochRecord, Trainer
+from shrink.search.records import RD_POINT_ATTR
 from shrink.search.results import format_rate
 
 from . import plots
@@ -67,7 +68,7 @@ def record_trial(
         upload_artifact(artifact_store=store, file_path=str(crops), study_or_trial=trial)
         point = Path(tmp) / f"trial-{trial.number}-rd.json"
         summary = {
-            "rd_point": trial.user_attrs.get("rd_point"),
+            RD_POINT_ATTR: trial.user_attrs.get(RD_POINT_ATTR),
             "crops": {"image": comparison.image, "bytes": comparison.bytes, "msssim": comparison.msssim},
         }
         point.write_text(json.dumps(summary, indent=1))

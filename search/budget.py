@@ -23,9 +23,9 @@ from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from .records import FAIL_REASON_ATTR, FAILED_TRIAL_ATTR, FIXED_PARAMS_ATTR, TICKET_ATTR
 from .storage import _backend
 
-TICKET_ATTR = "shrink_ticket"  # system attribute: the ticket's index (0..n_trials-1), inherited by retries
 OVER_BUDGET = "over_budget"
 Ticket = tuple[dict[str, Any], dict[str, Any]]  # (fixed params, user attributes) of a ticket
 
@@ -43,7 +43,7 @@ def issue_tickets(study: optuna.Study, n_trials: int, fixed: Sequence[Ticket] = 
     started = [t for t in trials if t.state != TrialState.WAITING and TICKET_ATTR not in t.system_attrs]
     for trial in started:  # made by `optuna ask` before a spec was attached: they hold a ticket each
         study._storage.set_trial_system_attr(trial._trial_id, TICKET_ATTR, -1)
-    have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and "failed_trial" not in t.system_attrs)
+    have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and FAILED_TRIAL_ATTR not in t.system_attrs)
     held = have + len(started)
     add_trials(study, [_ticket(index, fixed) for index in range(held, n_trials)])
     return max(0, n_trials - held)
@@ -53,7 +53,7 @@ def _ticket(index: int, fixed: Sequence[Ticket]) -> FrozenTrial:
     system_attrs: dict = {TICKET_ATTR: index}
     user_attrs: dict = {}
     if index < len(fixed):
-        system_attrs["fixed_params"], user_attrs = fixed[index]
+        system_attrs[FIXED_PARAMS_ATTR], user_attrs = fixed[index]
     return optuna.trial.create_trial(
         state=TrialState.WAITING, system_attrs=system_attrs, user_attrs=user_attrs
     )
@@ -83,12 +83,12 @@ def drop_duplicate_tickets(study: optuna.Study) -> int:
     dropped = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         index = trial.system_attrs.get(TICKET_ATTR)
-        if index is None or index < 0 or "failed_trial" in trial.system_attrs:
+        if index is None or index < 0 or FAILED_TRIAL_ATTR in trial.system_attrs:
             continue
         if index in seen:
             storage = study._storage
             try:
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"ticket {index} issued twice")
+                storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, f"ticket {index} issued twice")
                 dropped += storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except UpdateFinishedTrialError:
                 pass

@@ -17,7 +17,7 @@ from shrink.compression.evaluate import evaluate
 from shrink.compression.family import Family, load_family, save_family
 from shrink.compression.rd import RDCurve
 
-from .study import TEST_CURVE_ATTR
+from .records import CHECKPOINT_ATTR, DEV_POINTS_ATTR, EPOCHS_ATTR, RD_POINT_ATTR, TEST_CURVE_ATTR, read_curve
 
 
 class ExportError(ValueError):
@@ -48,7 +48,7 @@ def chosen_trials(study: optuna.Study, numbers: Sequence[int] | None) -> list[Fr
 def export_trial(
     study: optuna.Study, trial: FrozenTrial, out_dir: str | Path, overwrite: bool = False
 ) -> Path:
-    checkpoint = trial.user_attrs.get("checkpoint")
+    checkpoint = trial.user_attrs.get(CHECKPOINT_ATTR)
     if not checkpoint or not Path(checkpoint).is_file():
         raise ExportError(f"trial {trial.number}: checkpoint {checkpoint!r} not found (run folder moved?)")
     metrics = {
@@ -56,9 +56,7 @@ def export_trial(
         "trial": trial.number,
         "values": trial.values,
         "params": trial.params,
-        "rd_point": trial.user_attrs.get("rd_point"),
-        "dev_points": trial.user_attrs.get("dev_points"),
-        "epochs": trial.user_attrs.get("epochs"),
+        **{name: trial.user_attrs.get(name) for name in (RD_POINT_ATTR, DEV_POINTS_ATTR, EPOCHS_ATTR)},
     }
     target = Path(out_dir) / f"trial-{trial.number:05d}"
     return bundle_from_checkpoint(checkpoint, target, metrics, overwrite=overwrite)
@@ -67,9 +65,9 @@ def export_trial(
 def member_test_curve(trial: FrozenTrial, bundle: Path, images: Sequence[NamedImage], qualities) -> RDCurve:
     """The trial's test curve: the one stored in the study (:data:`TEST_CURVE_ATTR`), else measured now on
     ``images`` (full images, real files, as ``shrink eval``)."""
-    stored = trial.user_attrs.get(TEST_CURVE_ATTR)
+    stored = read_curve(trial, TEST_CURVE_ATTR)
     if stored is not None:
-        return RDCurve.from_dict(stored)
+        return stored
     if not images:
         raise ExportError(f"trial {trial.number} has no stored test curve: give --test FOLDER to measure one")
     model, config = load_model(bundle)

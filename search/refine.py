@@ -26,17 +26,18 @@ from shrink.compression.evaluate import evaluate
 from shrink.compression.rd import RDCurve
 
 from .export import chosen_trials
-from .space import config_for
-from .spec import ResolvedSpec, SpecError, StudySpec, validate_config
-from .study import (
+from .records import (
     PARENT_STUDY_ATTR,
     PARENT_TRIAL_ATTR,
     PARENT_VALUES_ATTR,
     SEARCH_FIDELITY_ATTR,
-    StudyHandle,
-    create,
-    stored_spec,
+    ParentValues,
+    read_parent_values,
+    stored_rd_point,
 )
+from .space import config_for
+from .spec import ResolvedSpec, SpecError, StudySpec, validate_config
+from .study import StudyHandle, create, stored_spec
 
 
 def refine_spec(spec: ResolvedSpec, n_trials: int, trial_time_s: float | None = None) -> ResolvedSpec:
@@ -64,11 +65,11 @@ def fidelity(spec: ResolvedSpec) -> dict[str, Any]:
 
 def ticket_for(parent: optuna.Study, trial: FrozenTrial) -> tuple[dict, dict]:
     """A refine ticket: the trial's params, fixed, and where it comes from."""
-    gain = (trial.user_attrs.get("rd_point") or {}).get("dev_gain_db")
+    parent_values = ParentValues(values=trial.values, dev_gain_db=stored_rd_point(trial).get("dev_gain_db"))
     return dict(trial.params), {
         PARENT_STUDY_ATTR: parent.study_name,
         PARENT_TRIAL_ATTR: trial.number,
-        PARENT_VALUES_ATTR: {"values": trial.values, "dev_gain_db": gain},
+        PARENT_VALUES_ATTR: parent_values.model_dump(),
     }
 
 
@@ -79,10 +80,10 @@ def spread_over_rate(trials: Sequence[FrozenTrial], n: int) -> list[FrozenTrial]
         raise ValueError(f"the number of trials to refine must be at least 1, got {n}")
     if n >= len(trials):
         return list(trials)
-    point = lambda trial: trial.user_attrs.get("rd_point") or {}  # noqa: E731
     if n == 1:
-        return [max(trials, key=lambda trial: point(trial).get("dev_gain_db", -math.inf))]
-    by_rate = sorted(trials, key=lambda trial: (point(trial).get("dev_bpp", math.inf), trial.number))
+        return [max(trials, key=lambda trial: stored_rd_point(trial).get("dev_gain_db", -math.inf))]
+    rate = lambda trial: stored_rd_point(trial).get("dev_bpp", math.inf)  # noqa: E731
+    by_rate = sorted(trials, key=lambda trial: (rate(trial), trial.number))
     picks = {round(i * (len(by_rate) - 1) / (n - 1)) for i in range(n)}
     return sorted((by_rate[i] for i in picks), key=lambda trial: trial.number)
 
@@ -139,8 +140,9 @@ class RankAgreement:
 def rank_agreement(child: optuna.Study) -> RankAgreement:
     pairs = []
     for trial in child.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        search = (trial.user_attrs.get(PARENT_VALUES_ATTR) or {}).get("dev_gain_db")
-        refined = (trial.user_attrs.get("rd_point") or {}).get("dev_gain_db")
+        parent = read_parent_values(trial)
+        search = None if parent is None else parent.dev_gain_db
+        refined = stored_rd_point(trial).get("dev_gain_db")
         if search is not None and refined is not None:
             pairs.append((int(trial.user_attrs[PARENT_TRIAL_ATTR]), float(search), float(refined)))
     rho = None

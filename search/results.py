@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from shrink.compression.metrics import msssim_from_db
 from shrink.compression.rd import RDCurve, metric_at_rate
 
-from .study import DECODER_MACS_ATTR
+from .records import TrialResult, read_trial_result, stored_rd_point
 
 
-@dataclass
-class FrontRow:
-    trial: int
-    bpp: float
-    msssim: float
+class FrontRow(TrialResult):
+    """A front trial's result beside JPEG: ``rate_change`` is None for trials stored before it."""
+
     jpeg_msssim: float  # the dev JPEG curve's MS-SSIM at the same bpp (PCHIP on log-rate)
-    gain_db: float  # the trial's stored dev_gain_db (rd.operating_gain: at one quality, dB over JPEG@bpp)
-    params: dict
-    decoder_macs_per_pixel: float | None = None  # the trial's decoder cost, when it recorded one
-    rate_change: float | None = None  # the stored dev_rate_change (rd.operating_rate_change); None before it
 
 
 def completed_points(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("rd_point")
+        if stored_rd_point(t)
     ]
 
 
@@ -41,25 +33,10 @@ def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:
         return []
     rows = []
     for trial in study.best_trials:
-        point = trial.user_attrs["rd_point"]
-        jpeg_db = metric_at_rate(dev_jpeg, point["dev_bpp"], "msssim_db")
-        rows.append(
-            FrontRow(
-                trial=trial.number,
-                bpp=point["dev_bpp"],
-                msssim=point["dev_msssim"],
-                jpeg_msssim=msssim_from_db(jpeg_db),
-                gain_db=float(point["dev_gain_db"]),
-                params=dict(trial.params),
-                decoder_macs_per_pixel=_optional_float(trial.user_attrs.get(DECODER_MACS_ATTR)),
-                rate_change=_optional_float(point.get("dev_rate_change")),
-            )
-        )
+        result = read_trial_result(trial)
+        jpeg_db = metric_at_rate(dev_jpeg, result.bpp, "msssim_db")
+        rows.append(FrontRow(**dict(result), jpeg_msssim=msssim_from_db(jpeg_db)))
     return sorted(rows, key=lambda row: row.bpp)
-
-
-def _optional_float(value) -> float | None:
-    return None if value is None else float(value)
 
 
 def format_front(rows: list[FrontRow]) -> str:
@@ -73,7 +50,7 @@ def format_front(rows: list[FrontRow]) -> str:
         + (" dec MACs/px" if macs else "")
     ]
     lines += [
-        f"{r.trial:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}"
+        f"{r.number:5d} {r.bpp:7.4f} {r.msssim:8.4f} {r.jpeg_msssim:9.4f} {r.gain_db:+8.3f}"
         + (f" {format_rate(r.rate_change):>12}" if rates else "")
         + (f" {format_macs(r.decoder_macs_per_pixel):>11}" if macs else "")
         for r in rows

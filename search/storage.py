@@ -35,6 +35,15 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from .records import (
+    CREATE_TOKEN_ATTR,
+    FAIL_REASON_ATTR,
+    JOURNAL_HEARTBEAT_ATTR,
+    PREVIOUS_FAIL_ATTR,
+    RETRY_HISTORY_ATTR,
+    VERDICT_ATTRS,  # what a retry drops (a retry that completes must not say why its predecessor failed)
+)
+
 # Heartbeats, retries and metric names are "experimental" in Optuna 5; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -102,11 +111,6 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
-# A retry drops what judged its predecessor (a retry that completes must not say why it failed).
-VERDICT_ATTRS = ("fail_reason", "prune_reason", "pruned")
-PREVIOUS_FAIL_ATTR = "previous_fail_reason"
-
-
 class Requeue(RetryHeartbeatStaleTrialCallback):
     """Re-queue a failed trial as a WAITING retry: after a stale heartbeat and after a signal alike.
 
@@ -119,17 +123,14 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
-        if any(trial.number in t.system_attrs.get("retry_history", ()) for t in trials):
+        if any(trial.number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials):
             return  # already re-queued (a FAIL whose answer was lost, settled as ours by a re-read)
         trial = copy.deepcopy(trial)
         attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
-        if trial.user_attrs.get("fail_reason"):
-            attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs["fail_reason"]
+        if trial.user_attrs.get(FAIL_REASON_ATTR):
+            attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs[FAIL_REASON_ATTR]
         trial.user_attrs = attrs
         super().__call__(study, trial)
-
-
-JOURNAL_HEARTBEAT_ATTR = "shrink_heartbeat"
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -364,7 +365,6 @@ def retry_storage(
             time.sleep(delay)
 
 
-CREATE_TOKEN_ATTR = "shrink_create_token"
 UNSURE_CLAIMS = "_shrink_unsure_claims"
 READ_TRIAL = "_shrink_read_trial"
 

@@ -22,23 +22,9 @@ from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
 from .budget import Ticket, drop_duplicate_tickets, issue_tickets
-from .spec import OBJECTIVE_MODES, ResolvedSpec, SpecError, spec_diff
+from .records import DEV_FINGERPRINT_ATTR, DEV_JPEG_ATTR, SPEC_ATTR, TICKETS_ATTR, read_curve
+from .spec import ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
-
-SPEC_ATTR = "shrink_spec"
-TICKETS_ATTR = "budget_tickets"
-DEV_JPEG_ATTR = "dev_jpeg"
-DEV_FINGERPRINT_ATTR = "dev_fingerprint"  # sha256 of the dev images' names and bytes
-# trial user attributes, set once per trial before training (shrink.compression.cost.config_cost)
-DECODER_MACS_ATTR = "decoder_macs_per_pixel"
-DECODER_PARAMS_ATTR = "decoder_params"
-TEST_CURVE_ATTR = "test_curve"  # a refined trial's RD curve on [test].data (RDCurve dict), measured once
-PARENT_STUDY_ATTR = "parent_study"  # a refined trial's (and a refine study's) parent study name
-PARENT_TRIAL_ATTR = "parent_trial"  # a refined trial's parent trial number
-PARENT_VALUES_ATTR = "parent_values"  # the parent trial's values and dev gain at search fidelity
-SEARCH_FIDELITY_ATTR = "search_fidelity"  # a refine study's parent's training fidelity (refine.fidelity)
-DECODER_LIMIT_ATTR = "decoder_over_limit"  # a trial pruned untrained: {decoder_macs_per_pixel, max}
-OBJECTIVES = OBJECTIVE_MODES  # objective.mode -> (directions, metric names); see objectives() for the study's
 
 
 class SpecMismatch(SpecError):
@@ -207,9 +193,9 @@ def check_dev_fingerprint(study: optuna.Study, spec: ResolvedSpec) -> None:
 
 
 def _cached_dev_jpeg(study: optuna.Study, spec: ResolvedSpec) -> RDCurve:
-    raw = study.user_attrs.get(DEV_JPEG_ATTR)
-    if raw is not None:
-        return RDCurve.from_dict(raw)
+    stored = read_curve(study, DEV_JPEG_ATTR)
+    if stored is not None:
+        return stored
     curve = dev_jpeg_curve(load_dev_images(spec.base_config.data))
     study.set_user_attr(DEV_JPEG_ATTR, curve.to_dict())
     return curve

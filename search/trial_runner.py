@@ -20,7 +20,6 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
@@ -31,20 +30,36 @@ from shrink.compression.cost import ModelCost, config_cost
 from shrink.compression.trainer import EpochRecord, Trainer, TrainingInterrupted, best_record
 
 from .pruning import EpochPoint, MultiObjectivePruner, build_mo_pruner
+from .records import (
+    CHECKPOINT_ATTR,
+    DECODER_LIMIT_ATTR,
+    DECODER_MACS_ATTR,
+    DECODER_PARAMS_ATTR,
+    DEV_POINTS_ATTR,
+    DEVICE_ATTR,
+    EPOCHS_ATTR,
+    FAIL_REASON_ATTR,
+    ORIGINAL_TRIAL_ATTR,
+    PARENT_TRIAL_ATTR,
+    PRUNE_REASON_ATTR,
+    PRUNED_ATTR,
+    RD_POINT_ATTR,
+    RUN_DIR_ATTR,
+    TEST_CURVE_ATTR,
+    WALL_S_ATTR,
+    WORKER_WALL_S_ATTR,
+    DecoderOverLimit,
+    EpochSummary,
+    PrunedRecord,
+    epochs_value,
+    stored_epochs,
+)
 from .refine import measure_test_curve
 from .space import config_for, suggest
 from .spec import OBJECTIVE_MODES, OPTUNA_PRUNERS
 from .storage import journal_path, read_trial
-from .study import (
-    DECODER_LIMIT_ATTR,
-    DECODER_MACS_ATTR,
-    DECODER_PARAMS_ATTR,
-    PARENT_TRIAL_ATTR,
-    TEST_CURVE_ATTR,
-    StudyHandle,
-)
+from .study import StudyHandle
 
-EPOCHS_ATTR = "epochs"
 OnComplete = Callable[[optuna.Trial, Trainer, EpochRecord], None]
 
 
@@ -64,33 +79,14 @@ def default_run_root(url: str) -> Path:
     return Path("shrink-runs")
 
 
-def epoch_summary(record: EpochRecord) -> dict[str, Any]:
-    """What a trial keeps per epoch: the learning curve the pruners and reports read."""
-    return {
-        "epoch": record.epoch,
-        "step": record.step,
-        "seconds": round(record.seconds, 3),
-        "dev_bpp": record.dev_bpp,
-        "dev_msssim": record.dev_msssim,
-        "dev_msssim_db": record.dev_msssim_db,
-        "dev_psnr": record.dev_psnr,
-        "dev_gain_db": record.dev_gain_db,
-        "dev_rate_change": record.dev_rate_change,
-        "rolled_back": record.rolled_back,
-        "com_baseline_gain_db": record.com_baseline_gain_db,
-        "partial": record.partial,
-    }
-
-
 def study_curves(study: optuna.Study) -> dict[int, list[EpochPoint]]:
     """Every trial's recorded epochs, keyed by original trial number (a retry replaces its predecessor)."""
     curves: dict[int, list[EpochPoint]] = {}
     for trial in study.get_trials(deepcopy=False):
-        epochs = trial.user_attrs.get(EPOCHS_ATTR)
+        epochs = stored_epochs(trial)
         if epochs:
-            curves[original_number(trial)] = [
-                EpochPoint.from_record(r) for r in epochs if not r.get("partial")
-            ]
+            full = [record for record in epochs if not record.get("partial")]
+            curves[original_number(trial)] = [EpochPoint.from_record(record) for record in full]
     return curves
 
 
@@ -179,10 +175,10 @@ class TrialRunner:
         except (optuna.TrialPruned, TrialTakenOver):
             raise
         except KeyboardInterrupt as interrupt:  # a signal: the worker re-queues the trial to resume
-            trial.set_user_attr("fail_reason", f"interrupted: {interrupt}; re-queued to resume")
+            trial.set_user_attr(FAIL_REASON_ATTR, f"interrupted: {interrupt}; re-queued to resume")
             raise
         except Exception as error:
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(error).__name__}: {error}")
             raise
         finally:
             self.trainer = None
@@ -216,10 +212,9 @@ class TrialRunner:
                 f"decoder cost {cost.decoder_macs_per_pixel:,.0f} MACs/px > "
                 f"objective.max_decoder_macs_per_pixel = {limit:,.0f}: not trained"
             )
-            trial.set_user_attr(
-                DECODER_LIMIT_ATTR, {"decoder_macs_per_pixel": cost.decoder_macs_per_pixel, "max": limit}
-            )
-            trial.set_user_attr("prune_reason", reason)
+            over = DecoderOverLimit(decoder_macs_per_pixel=cost.decoder_macs_per_pixel, max=limit)
+            trial.set_user_attr(DECODER_LIMIT_ATTR, over.model_dump())
+            trial.set_user_attr(PRUNE_REASON_ATTR, reason)
             raise optuna.TrialPruned(reason)
         return cost
 
@@ -236,20 +231,20 @@ class TrialRunner:
         )
         if self.stop_requested:
             trainer.request_stop()
-        trial.set_user_attr("original_trial", original)
-        trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("device", _device_name(trainer.device))
+        trial.set_user_attr(ORIGINAL_TRIAL_ATTR, original)
+        trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
+        trial.set_user_attr(DEVICE_ATTR, _device_name(trainer.device))
         if (run_dir / "last.ckpt").is_file():
             trainer.resume(run_dir / "last.ckpt")
-            trial.set_user_attr(EPOCHS_ATTR, [epoch_summary(r) for r in trainer.history])
+            trial.set_user_attr(EPOCHS_ATTR, epochs_value(trainer.history))
         if trainer.step < trainer.total_steps:
             trainer.run()
         best = best_record(trainer.history, trainer.config.training.judge)  # the epoch best.ckpt holds
-        trial.set_user_attr("checkpoint", str(run_dir / "best.ckpt"))
-        trial.set_user_attr("wall_s", round(trainer.elapsed_before, 1))
-        trial.set_user_attr("worker_wall_s", round(time.monotonic() - started, 1))
-        trial.set_user_attr("rd_point", epoch_summary(best))
-        trial.set_user_attr("dev_points", best.dev_points)
+        trial.set_user_attr(CHECKPOINT_ATTR, str(run_dir / "best.ckpt"))
+        trial.set_user_attr(WALL_S_ATTR, round(trainer.elapsed_before, 1))
+        trial.set_user_attr(WORKER_WALL_S_ATTR, round(time.monotonic() - started, 1))
+        trial.set_user_attr(RD_POINT_ATTR, EpochSummary.of(best).model_dump())
+        trial.set_user_attr(DEV_POINTS_ATTR, best.dev_points)
         if PARENT_TRIAL_ATTR in trial.user_attrs and TEST_CURVE_ATTR not in trial.user_attrs:
             self._test(trial, run_dir / "best.ckpt", prefix)
         if self.on_complete is not None:
@@ -284,7 +279,7 @@ class TrialRunner:
                     f"trial {trial.number} is {state.name}: failed as stale while it ran; "
                     f"its retry resumes from {trainer.out_dir} (epoch {record.epoch})"
                 )
-            epochs = [epoch_summary(r) for r in trainer.history]
+            epochs = epochs_value(trainer.history)
             trial.set_user_attr(EPOCHS_ATTR, epochs)
             if record.partial:
                 return
@@ -298,15 +293,15 @@ class TrialRunner:
                         else f"gain {record.dev_gain_db:+.3f} dB"
                     )
                     reason = f"Optuna {self.spec.spec.pruner.name} pruner at epoch {record.epoch}: {value}"
-                    trial.set_user_attr("prune_reason", reason)
+                    trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                     raise optuna.TrialPruned(reason)
                 return
             curves = study_curves(self.handle.study)
             curves[original] = [EpochPoint.from_record(r) for r in epochs if not r["partial"]]
             decision = self.mo_pruner.decide(original, curves)
             if decision is not None:
-                trial.set_user_attr("pruned", decision.to_dict())
-                trial.set_user_attr("prune_reason", decision.reason())
+                trial.set_user_attr(PRUNED_ATTR, PrunedRecord(**decision.to_dict()).model_dump())
+                trial.set_user_attr(PRUNE_REASON_ATTR, decision.reason())
                 raise optuna.TrialPruned(decision.reason())
 
         return on_epoch

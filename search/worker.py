@@ -23,8 +23,9 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from .budget import BudgetSpent, is_over_budget, refuse_new_trials, tickets_left
+from .records import DECODER_MACS_ATTR, RETRY_HISTORY_ATTR, WALL_S_ATTR, read_rd_point, verdict
 from .storage import UNSURE_CLAIMS, Requeue, read_trial, retry_storage_calls
-from .study import DECODER_MACS_ATTR, StudyHandle
+from .study import StudyHandle
 from .trial_runner import OnComplete, TrialRunner
 
 
@@ -41,7 +42,7 @@ class WorkerResult:
 def trials_used(study: optuna.Study) -> int:
     """Tickets claimed: trials started on one of the budget's tickets (a retry carries its predecessor's)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY_ATTR, [])}
     return sum(
         1
         for t in trials
@@ -145,20 +146,20 @@ class Worker:
         return True
 
 
-def _rate(point: dict) -> str:
-    change = point.get("dev_rate_change")  # absent from trials of earlier versions
-    return "" if change is None else f", rate {100 * change:+.1f}%"
+def _rate(change: float | None) -> str:
+    return "" if change is None else f", rate {100 * change:+.1f}%"  # None: a trial of an earlier version
 
 
 def describe(trial: optuna.trial.FrozenTrial) -> str:
     attrs = trial.user_attrs
-    point = attrs.get("rd_point")
-    if trial.state == TrialState.COMPLETE and point:
+    point = read_rd_point(trial) if trial.state == TrialState.COMPLETE else None
+    if point is not None:
         return (
-            f"trial {trial.number} COMPLETE: dev bpp {point['dev_bpp']:.4f} "
-            f"MS-SSIM {point['dev_msssim']:.4f} vs JPEG {point['dev_gain_db']:+.3f} dB{_rate(point)} "
+            f"trial {trial.number} COMPLETE: dev bpp {point.dev_bpp:.4f} "
+            f"MS-SSIM {point.dev_msssim:.4f} vs JPEG {point.dev_gain_db:+.3f} dB"
+            + _rate(point.dev_rate_change)
+            + " "
             + (f"decoder {attrs[DECODER_MACS_ATTR]:,.0f} MACs/px " if DECODER_MACS_ATTR in attrs else "")
-            + f"({attrs.get('wall_s', 0):.0f}s)"
+            + f"({attrs.get(WALL_S_ATTR, 0):.0f}s)"
         )
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
-    return f"trial {trial.number} {trial.state.name}: {reason}"
+    return f"trial {trial.number} {trial.state.name}: {verdict(trial)}"

@@ -6,14 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from shrink.compression.bdrate import bd_rate, bd_rate_curves, quality_overlap
+from shrink.compression.bdrate import MIN_OVERLAP_DB, bd_rate, bd_rate_curves, quality_overlap, safe_bd_rate
 from shrink.compression.metrics import msssim_db, msssim_from_db
 from shrink.compression.rd import (
     RDCurve,
     RDPoint,
     curve_from_rows,
     gain_at_rate,
-    gain_over,
     load_curves,
     mean_point,
     metric_at_rate,
@@ -23,6 +22,8 @@ from shrink.compression.rd import (
     rate_at_metric,
     save_curves,
 )
+from shrink.dashboards.study_info import get_bd_rate_table
+from shrink.search.cli import export as export_cli
 from shrink.search.cli import main
 
 ANCHOR_BPP = [0.25, 0.45, 0.87, 1.4, 2.2]
@@ -179,8 +180,30 @@ def test_rate_change_is_a_discrete_bd_rate_that_charges_every_byte() -> None:
 def test_gain_over_anchor() -> None:
     anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
     better = _curve("better", ANCHOR_BPP[1:4], [d + 0.5 for d in ANCHOR_DB[1:4]])
-    assert gain_over(better, anchor) == pytest.approx(0.5)
-    assert gain_over(anchor, anchor) == pytest.approx(0.0)
+    assert operating_gain(better, anchor) == pytest.approx(0.5)
+    assert operating_gain(anchor, anchor) == pytest.approx(0.0)
+
+
+def test_too_little_common_quality_is_n_a_in_bdrate_the_report_and_export_family(tmp_path, capsys) -> None:
+    """One rule (:func:`safe_bd_rate`): ``shrink bdrate`` printed a number where the report said n/a."""
+    anchor = _curve("jpeg", [0.2, 0.4, 0.8, 1.6], [8.0, 11.0, 14.0, 17.0])
+    sliver = _curve("sliver", [1.5, 1.7], [16.9, 17.05])  # 0.1 dB of common quality
+    wide = _curve("wide", [0.15, 0.3, 0.6], [8.5, 11.5, 14.5])
+    assert math.isfinite(bd_rate_curves(anchor, sliver))  # computable, but noise over 0.1 dB
+    for metric in ("msssim_db", "psnr"):
+        why = f"quality overlap 0.10 dB < {MIN_OVERLAP_DB} dB"
+        assert safe_bd_rate(anchor, sliver, metric) == (None, why)
+        assert safe_bd_rate(anchor, wide, metric) == (bd_rate_curves(anchor, wide, metric), None)
+    rows = {row.test: row for row in get_bd_rate_table({"sliver": sliver, "wide": wide}, {"jpeg": anchor})}
+    assert rows["sliver"].values == {"msssim_db": None, "psnr": None}
+    assert None not in rows["wide"].values.values()
+    path = tmp_path / "curves.json"
+    save_curves(path, {"jpeg": anchor, "sliver": sliver, "wide": wide})
+    assert main(["bdrate", str(path), str(path)]) == 0
+    table = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert table["sliver"][:2] == ["n/a", "n/a"]
+    assert table["wide"][0] == f"{rows['wide'].values['msssim_db']:+.2f}"
+    assert export_cli.safe_bd_rate is safe_bd_rate  # export --family's family BD-rate lines
 
 
 def test_one_definition_of_a_point_and_of_a_gain() -> None:
@@ -205,11 +228,10 @@ def test_one_definition_of_a_point_and_of_a_gain() -> None:
     anchor = _curve("jpeg", ANCHOR_BPP, ANCHOR_DB)
     gain = operating_gain(curve, anchor)
     each = [p.msssim_db - metric_at_rate(anchor, p.bpp) for p in curve.points]
-    assert gain == pytest.approx(sum(each) / len(each)) and gain == gain_over(curve, anchor)
+    assert gain == pytest.approx(sum(each) / len(each))
     assert gain > gain_at_rate(point, anchor)  # the mean point would be charged for the anchor's concavity
-    assert operating_gain(RDCurve("one", curve.points[:1]), anchor) == pytest.approx(
-        gain_over(RDCurve("one", curve.points[:1]), anchor)
-    )
+    one = RDCurve("one", curve.points[:1])
+    assert operating_gain(one, anchor) == pytest.approx(gain_at_rate(one.points[0], anchor))
     assert msssim_from_db(msssim_db(0.93)) == pytest.approx(0.93)
 
 

@@ -10,11 +10,12 @@ from optuna.distributions import IntDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from shrink.search.budget import OVER_BUDGET, TICKET_ATTR, BudgetSpent
+from shrink.search.budget import OVER_BUDGET, BudgetSpent
 from shrink.search.cli import main
+from shrink.search.records import CREATE_TOKEN_ATTR, TICKET_ATTR
 from shrink.search.space import distributions
 from shrink.search.spec import load_spec
-from shrink.search.storage import CREATE_TOKEN_ATTR, open_storage
+from shrink.search.storage import open_storage
 from shrink.search.study import attach, create
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import Worker

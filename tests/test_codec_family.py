@@ -25,7 +25,7 @@ from shrink.compression.family import MEMBERS, _identity, load_family, save_fami
 from shrink.compression.models import build_model
 from shrink.compression.rd import RDCurve, RDPoint, measure, rate_at_metric, save_curves
 from shrink.search.cli import main
-from shrink.search.study import TEST_CURVE_ATTR
+from shrink.search.records import TEST_CURVE_ATTR
 
 from .conftest import shared_folder, textured_image, tiny_config_dict
 from .helpers import load, shared_toy_study

@@ -86,3 +86,19 @@ def test_missing_and_malformed_files(tmp_path: Path):
     bad.write_text("[training\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_the_guards_old_name_judge_still_loads_from_toml_and_checkpoints(tmp_path: Path):
+    """``training.guard.when`` was called ``judge``: old configs and checkpoints load, with a warning."""
+    old = tmp_path / "old.toml"
+    old.write_text('[training.guard]\njudge = "immediate"\n')
+    with pytest.warns(DeprecationWarning, match="training.guard.when"):
+        config = load_config(old)
+    assert config.training.guard.when == "immediate"
+    assert "judge" not in config.training.guard.model_dump()  # what is written from now on
+    stored = config.model_dump_json().replace('"when":"immediate"', '"judge":"immediate"')
+    assert '"judge":"immediate"' in stored  # a checkpoint's config as written before the rename
+    with pytest.warns(DeprecationWarning):
+        assert TrainConfig.model_validate_json(stored) == config
+    with pytest.raises(ConfigError, match="when only"):
+        config_from_dict({"training": {"guard": {"judge": "immediate", "when": "after-rec"}}})

@@ -16,9 +16,9 @@ from shrink.compression.rd import RDCurve
 from shrink.dashboards.report import _front_table
 from shrink.dashboards.study_info import get_pruning_savings, get_rd_points_info
 from shrink.search.cli import main
+from shrink.search.records import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, DEV_JPEG_ATTR
 from shrink.search.results import format_front, front_rows
 from shrink.search.spec import SpecError, load_spec, validate_spec
-from shrink.search.study import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, DEV_JPEG_ATTR
 
 from .helpers import load, storage_url, write_spec
 

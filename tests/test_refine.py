@@ -18,16 +18,16 @@ from shrink.compression.family import load_family
 from shrink.dashboards.cache import CurveCache
 from shrink.dashboards.refined import ENVELOPE, get_refined_info, render_refined
 from shrink.search.cli import main
-from shrink.search.refine import rank_agreement, refine_spec, spread_over_rate
-from shrink.search.spec import load_spec
-from shrink.search.study import (
+from shrink.search.records import (
     PARENT_STUDY_ATTR,
     PARENT_TRIAL_ATTR,
     SEARCH_FIDELITY_ATTR,
     SPEC_ATTR,
     TEST_CURVE_ATTR,
-    stored_spec,
 )
+from shrink.search.refine import rank_agreement, refine_spec, spread_over_rate
+from shrink.search.spec import load_spec
+from shrink.search.study import stored_spec
 
 from .helpers import load, write_spec
 

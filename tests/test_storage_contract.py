@@ -16,11 +16,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from shrink.compression.rd import RDCurve
-from shrink.search.budget import TICKET_ATTR
 from shrink.search.cli import main
+from shrink.search.records import DEV_JPEG_ATTR, TICKET_ATTR
 from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
-from shrink.search.study import DEV_JPEG_ATTR, attach, create, stored_spec
+from shrink.search.study import attach, create, stored_spec
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import study_budget_reached
 

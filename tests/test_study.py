@@ -32,17 +32,20 @@ from shrink.compression.rd import (
 from shrink.compression.trainer import load_dev_images
 from shrink.dashboards.report import _front_table
 from shrink.dashboards.study_info import get_rd_points_info
-from shrink.search.budget import TICKET_ATTR, issue_tickets
+from shrink.search.budget import issue_tickets
 from shrink.search.cli import main
+from shrink.search.records import (
+    DEV_FINGERPRINT_ATTR,
+    DEV_JPEG_ATTR,
+    PARENT_TRIAL_ATTR,
+    TEST_CURVE_ATTR,
+    TICKET_ATTR,
+)
 from shrink.search.results import format_front, front_rows
 from shrink.search.space import distributions
 from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
 from shrink.search.study import (
-    DEV_FINGERPRINT_ATTR,
-    DEV_JPEG_ATTR,
-    PARENT_TRIAL_ATTR,
-    TEST_CURVE_ATTR,
     DevSetMismatch,
     _terminate_raises,
     attach,

@@ -143,7 +143,7 @@ def comcnn_weights_before_first_com_turn(trainer: Trainer) -> dict[str, torch.Te
 
 
 def guard_run(image_folder: Path, tmp_path: Path, epochs: int, scored_by: str = "gain", **guard):
-    """``scored_by``: training.judge; ``guard``: training.guard (whose ``judge`` is when, not how)."""
+    """``scored_by``: training.judge; ``guard``: training.guard."""
     config = config_from_dict(
         tiny_config_dict(image_folder, epochs=epochs, rec_warmup_epochs=1, judge=scored_by, guard=guard)
     )
@@ -206,7 +206,7 @@ def test_best_record_follows_the_judge():
 
 
 def test_immediate_guard_judges_at_the_end_of_the_comcnn_turn(image_folder: Path, tmp_path: Path):
-    trainer, history, before = guard_run(image_folder, tmp_path, epochs=2, judge="immediate")
+    trainer, history, before = guard_run(image_folder, tmp_path, epochs=2, when="immediate")
     assert history[1].turns == ["com"] and history[1].rolled_back
     # the RecCNN was frozen during the turn, so the ComCNN from before it scores what the last epoch did
     assert history[1].dev_gain_db == pytest.approx(history[0].dev_gain_db, abs=1e-9)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.bdrate import bd_rate_curves, quality_overlap
+from shrink.compression.bdrate import bd_rate_curves, quality_overlap, too_little_overlap
 from shrink.compression.family import is_family, load_family
 from shrink.compression.rd import RDCurve, load_curves, rate_at_metric
 
@@ -67,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _bd_rate(anchor: RDCurve, curve: RDCurve, metric: str) -> str:
     """The BD-rate as a table cell; curves that share no quality (a low-rate member against a codec whose
-    lowest PSNR is above the member's highest) have none, which is a row's answer, not the table's."""
+    lowest PSNR is above the member's highest) have none, which is a row's answer, not the table's; "n/a"
+    where they share too little for one (:func:`too_little_overlap`: as the report, ``export --family``)."""
     if quality_overlap(anchor, curve, metric) is None:
         return "no overlap"
+    if too_little_overlap(anchor, curve, metric):
+        return "n/a"
     return f"{bd_rate_curves(anchor, curve, metric):+.2f} %"
 
 

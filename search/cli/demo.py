@@ -67,9 +67,9 @@ def search(args: argparse.Namespace, spec: ResolvedSpec, url: str, name: str) ->
     print(format_front(rows))
     if rows:
         best = max(rows, key=lambda row: row.gain_db)
-        trial = handle.study.get_trials(deepcopy=False)[best.trial]
+        trial = handle.study.get_trials(deepcopy=False)[best.number]
         bundle = export_trial(handle.study, trial, Path(args.out) / "bundles", overwrite=True)
-        print(f"\nbest bundle (trial {best.trial}, {best.gain_db:+.3f} dB over JPEG): {bundle}")
+        print(f"\nbest bundle (trial {best.number}, {best.gain_db:+.3f} dB over JPEG): {bundle}")
     return handle
 
 

@@ -8,10 +8,10 @@ import argparse
 import optuna
 
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
+from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.codecs import JpegCodec
 from shrink.compression.data import load_images
 from shrink.compression.family import Family
-from shrink.dashboards.study_info import safe_bd_rate
 from shrink.search.export import chosen_trials, export_family, export_trial
 from shrink.search.storage import StorageError, open_storage, redact
 

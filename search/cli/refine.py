@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from shrink.search.records import PARENT_STUDY_ATTR
 from shrink.search.refine import create_refine_study, rank_agreement
 from shrink.search.storage import redact
-from shrink.search.study import PARENT_STUDY_ATTR
 
 from ._common import ArgumentParser, positive_float, positive_int, run_command
 from .export import load_study

@@ -19,6 +19,7 @@ from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
 from shrink.search.budget import OVER_BUDGET, is_over_budget
+from shrink.search.records import FAIL_REASON_ATTR
 from shrink.search.space import distributions
 from shrink.search.spec import ResolvedSpec, load_spec
 from shrink.search.storage import Requeue
@@ -119,7 +120,7 @@ def _space_mismatch(trial: FrozenTrial, spec: ResolvedSpec) -> str:
 
 def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     """A trial this command refuses is failed with its reason: never left RUNNING."""
-    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
     study.tell(trial.number, state=TrialState.FAIL)
 
 
