@@ -12,7 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shrink.compression.api import compact_bytes
+from shrink.compression.api import (
+    RateError,
+    compact_bytes,
+    compress_image,
+    decompress_image,
+    open_bundle,
+)
 from shrink.compression.bundle import bundle_sha256, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import TrainConfig, config_from_dict
@@ -247,6 +253,53 @@ def test_bad_arguments_exit_2(bundle: Path, photo: Path, tmp_path: Path, capsys)
     assert compress(photo, tmp_path / "no-bundle", jpg) == 2
     assert "bundle not found" in capsys.readouterr().err
     assert not jpg.exists()
+
+
+# ---------------------------------------------------------------- the codec API
+
+
+@pytest.mark.parametrize("rate", [("--quality", 37), ("--bpp", 0.6), ()], ids=["quality", "bpp", "default"])
+def test_the_codec_api_writes_and_reads_what_the_cli_does(
+    make_bundle, photo: Path, tmp_path: Path, capsys, rate
+):
+    """compress_image/decompress_image are what shrink compress/decompress run: the same bytes, pixels."""
+    bundle = make_bundle("b", trained=True)
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "photo.out.png"
+    assert compress(photo, bundle, jpg, *rate) == 0
+    assert decompress(jpg, bundle, png) == 0
+    options = {rate[0].lstrip("-"): rate[1]} if rate else {}
+    with Image.open(photo) as image:
+        data = compress_image(image, bundle, **options)  # a PIL image and a bundle path
+    assert data == jpg.read_bytes()
+    opened = open_bundle(bundle)
+    assert compress_image(read_image(photo), opened, **options) == data  # a 3xHxW tensor, an open bundle
+    assert compress_image(np.asarray(Image.open(photo)), opened, **options, tile=0) == data  # one tile here
+    pixels = decompress_image(data, bundle)
+    assert pixels.shape == (HEIGHT, WIDTH, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels, np.asarray(Image.open(png)))
+    assert np.array_equal(decompress_image(data, opened), pixels)
+
+
+def test_the_codec_api_refuses_bad_arguments_in_one_line(bundle: Path, photo: Path, image_folder: Path):
+    image = read_image(photo)
+    with pytest.raises(ValueError, match="quality or bpp, not both"):
+        compress_image(image, bundle, quality=50, bpp=1.0)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        compress_image(np.zeros((8, 8), np.uint8), bundle)
+    with pytest.raises(ValueError, match="3xHxW uint8"):
+        compress_image(image.float(), bundle)
+    with pytest.raises(RateError, match=r"^bpp 0.01 \(\d+ bytes at 203x181\) cannot be met: even quality 1"):
+        compress_image(image, bundle, bpp=0.01)
+    with pytest.raises(ContainerError, match="^photo.png: not a shrink file"):
+        decompress_image(photo.read_bytes(), bundle, source="photo.png")
+    other = save_bundle(
+        bundle.parent / "other",
+        perturbed(build_model(config_with(image_folder).model)),
+        config_with(image_folder),
+        {"name": "other"},
+    )
+    with pytest.raises(ValueError, match="bundle hash mismatch"):
+        decompress_image(compress_image(image, bundle), other)
 
 
 # ---------------------------------------------------------------- --bpp

@@ -12,10 +12,9 @@ import argparse
 
 from shrink.search.refine import create_refine_study, rank_agreement
 from shrink.search.storage import redact
-from shrink.search.study import PARENT_STUDY_ATTR
+from shrink.search.study import PARENT_STUDY_ATTR, load_study
 
 from ._common import ArgumentParser, positive_float, positive_int, run_command
-from .export import load_study
 
 
 def build_parser() -> ArgumentParser:
