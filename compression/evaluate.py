@@ -9,12 +9,17 @@ original W x H.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .api import compact_bytes
-from .codecs import Codec, from_uint8
-from .data import NamedImage
+from .baselines import DEFAULT_QUALITIES, codec_curve
+from .bundle import bundle_sha256, is_bundle, load_model
+from .codecs import Codec, JpegCodec, build_codec, from_uint8
+from .config import TrainConfig
+from .data import NamedImage, load_images
 from .models import ShrinkModel
 from .rd import RDCurve, curve_from_rows, measure
 from .resample import quantize_8bit
@@ -63,3 +68,27 @@ def evaluate(
     rows = [evaluate_image(model, image, codec, quality) for quality, image in jobs]
     model.train(was_training)
     return curve_from_rows(name, rows)
+
+
+@dataclass(frozen=True)
+class FileEvaluation:
+    """A checkpoint or bundle evaluated on an image folder, beside JPEG on the same images."""
+
+    curve: RDCurve
+    jpeg: RDCurve  # at the JPEG baseline's qualities
+    config: TrainConfig
+    meta: dict[str, str]  # what was evaluated on what: checkpoint, data (and a bundle's bundle_sha256)
+
+
+def evaluate_file(
+    path: str | Path, data: str | Path, qualities: Iterable[int], name: str = "shrink", progress: bool = False
+) -> FileEvaluation:
+    """``shrink eval``: the RD curve of the checkpoint or bundle at ``path`` on the images in ``data``."""
+    model, config = load_model(path)
+    meta = {"checkpoint": str(path), "data": str(data)}
+    if is_bundle(path):  # tag the curve with the identity of what was evaluated
+        meta["bundle_sha256"] = bundle_sha256(path)
+    images = load_images(data)
+    curve = evaluate(model, images, qualities, build_codec(config.codec), name=name, progress=progress)
+    jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
+    return FileEvaluation(curve, jpeg, config, meta)
