@@ -1,32 +1,32 @@
 """Honest evaluation: full images, batch size 1, real files, 8-bit outputs.
 
 Each image is padded to a multiple of the ratio, compressed by the ComCNN, stored as a real file by the codec
-(its ``len()`` is the rate), decoded, upscaled, corrected by the RecCNN, cropped back and rounded to 8 bits as
-a decompressed PNG would be. bpp is over the original W x H.
+(:func:`api.compact_bytes`: a shrink file without its header; its ``len()`` is the rate), decoded, upscaled,
+corrected by the RecCNN, cropped back and rounded to 8 bits as a decompressed PNG would be. bpp is over the
+original W x H.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from .codecs import Codec, from_uint8, to_uint8
-from .data import NamedImage
+from .api import compact_bytes
+from .baselines import DEFAULT_QUALITIES, codec_curve
+from .bundle import bundle_sha256, is_bundle, load_model
+from .codecs import Codec, JpegCodec, build_codec, from_uint8
+from .config import TrainConfig
+from .data import NamedImage, load_images
 from .models import ShrinkModel
 from .rd import RDCurve, curve_from_rows, measure
-from .resample import pad_to_multiple, quantize_8bit
+from .resample import quantize_8bit
 
 
 @torch.no_grad()
-def compress_image(model: ShrinkModel, x: torch.Tensor, codec: Codec, quality: int) -> bytes:
-    """1x3xHxW in [0, 1] -> the bytes of the real file holding the compact image."""
-    compact = model.compress(pad_to_multiple(x, model.ratio))["compact"]
-    return codec.encode(to_uint8(compact[0]), quality)
-
-
-@torch.no_grad()
-def decompress_image(
+def reconstruct_bytes(
     model: ShrinkModel, data: bytes, codec: Codec, size: tuple[int, int], quality: int | None = None
 ) -> torch.Tensor:
     """File bytes -> 1x3xHxW reconstruction in [0, 1], rounded to 8 bits (``quality``: the file's, for a
@@ -43,8 +43,8 @@ def decompress_image(
 def evaluate_image(model: ShrinkModel, image: NamedImage, codec: Codec, quality: int) -> dict:
     device = next(model.parameters()).device
     x = (image.pixels.float() / 255.0)[None].to(device)
-    data = compress_image(model, x, codec, quality)
-    x_hat = decompress_image(model, data, codec, image.size, quality)
+    data = compact_bytes(model, image.pixels, codec, quality, tile=0)  # the whole image at once
+    x_hat = reconstruct_bytes(model, data, codec, image.size, quality)
     return measure(image.name, quality, len(data), x_hat, x)
 
 
@@ -68,3 +68,27 @@ def evaluate(
     rows = [evaluate_image(model, image, codec, quality) for quality, image in jobs]
     model.train(was_training)
     return curve_from_rows(name, rows)
+
+
+@dataclass(frozen=True)
+class FileEvaluation:
+    """A checkpoint or bundle evaluated on an image folder, beside JPEG on the same images."""
+
+    curve: RDCurve
+    jpeg: RDCurve  # at the JPEG baseline's qualities
+    config: TrainConfig
+    meta: dict[str, str]  # what was evaluated on what: checkpoint, data (and a bundle's bundle_sha256)
+
+
+def evaluate_file(
+    path: str | Path, data: str | Path, qualities: Iterable[int], name: str = "shrink", progress: bool = False
+) -> FileEvaluation:
+    """``shrink eval``: the RD curve of the checkpoint or bundle at ``path`` on the images in ``data``."""
+    model, config = load_model(path)
+    meta = {"checkpoint": str(path), "data": str(data)}
+    if is_bundle(path):  # tag the curve with the identity of what was evaluated
+        meta["bundle_sha256"] = bundle_sha256(path)
+    images = load_images(data)
+    curve = evaluate(model, images, qualities, build_codec(config.codec), name=name, progress=progress)
+    jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
+    return FileEvaluation(curve, jpeg, config, meta)

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .api import compact_bytes
 from .codecs import Codec, JpegCodec
 from .data import NamedImage
-from .evaluate import compress_image, decompress_image
+from .evaluate import reconstruct_bytes
 from .metrics import ms_ssim
 from .models import ShrinkModel
 
@@ -55,8 +56,8 @@ def compare_at_same_bytes(
     device = next(model.parameters()).device
     model.eval()
     x = (image.pixels.float() / 255.0)[None].to(device)
-    data = compress_image(model, x, codec, quality)
-    x_hat = decompress_image(model, data, codec, image.size, quality)
+    data = compact_bytes(model, image.pixels, codec, quality, tile=0)
+    x_hat = reconstruct_bytes(model, data, codec, image.size, quality)
     original = image.pixels.permute(1, 2, 0).numpy()
     jpeg = JpegCodec()
     files = {q: jpeg.encode(original, q) for q in range(1, 101)}

@@ -34,7 +34,7 @@ from .baselines import codec_curve
 from .channel import CodecChannel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .codecs import JpegCodec, RoundTripJob, build_codec
-from .config import DataConfig, OptimizerConfig, TrainConfig
+from .config import ConfigError, DataConfig, OptimizerConfig, TrainConfig
 from .cost import config_cost, format_cost
 from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load_images
 from .evaluate import evaluate
@@ -110,6 +110,12 @@ def select_device(config: TrainConfig) -> torch.device:
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(wanted)
+
+
+def require_device(config: TrainConfig) -> None:
+    """Refuse, before anything is written, a config asking for CUDA on a machine without it (bad input)."""
+    if config.device.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device.device = 'cuda' but CUDA is not available on this machine")
 
 
 def seed_everything(seed: int) -> None:

@@ -149,6 +149,14 @@ def attach(
     return StudyHandle(study, stored, dev_jpeg, url)
 
 
+def load_study(url: str, study_name: str) -> optuna.Study:
+    """The study, read by a tool that runs no trials (export, report, refine): no heartbeat."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=None))
+    except KeyError:
+        raise StorageError(f"no study named {study_name!r} in {redact(url)}") from None
+
+
 def stored_spec(study: optuna.Study) -> ResolvedSpec | None:
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from shrink.compression.api import compress_image, decompress_image
 from shrink.compression.bdrate import bd_rate_curves, quality_overlap
 from shrink.compression.bundle import BundleError, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
@@ -100,6 +101,18 @@ def test_bpp_picks_the_envelopes_member_and_decompress_finds_it(
     bundle = family / MEMBERS / member
     assert main(["decompress", str(out), "--model", str(bundle), "-o", str(direct)]) == 0
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(direct)))
+
+
+def test_the_codec_api_picks_and_finds_the_member_as_the_cli_does(family: Path, photo: Path, tmp_path: Path):
+    out, png = tmp_path / "photo.jpg", tmp_path / "photo.out.png"
+    assert main(["compress", str(photo), "--model", str(family), "--bpp", "3.0", "-o", str(out)]) == 0
+    assert main(["decompress", str(out), "--model", str(family), "-o", str(png)]) == 0
+    with Image.open(photo) as image:
+        data = compress_image(image, family, bpp=3.0)
+        with pytest.raises(ValueError, match="is a codec family: give a target bpp"):
+            compress_image(image, family, quality=50)
+    assert data == out.read_bytes()
+    assert np.array_equal(decompress_image(data, family), np.asarray(Image.open(png)))
 
 
 def test_a_file_of_another_family_or_bundle_is_refused(

@@ -12,6 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from shrink.compression.api import (
+    RateError,
+    compact_bytes,
+    compress_image,
+    decompress_image,
+    open_bundle,
+)
 from shrink.compression.bundle import bundle_sha256, load_bundle, save_bundle
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import TrainConfig, config_from_dict
@@ -25,7 +32,7 @@ from shrink.compression.container import (
     wrap,
 )
 from shrink.compression.data import NamedImage, read_image
-from shrink.compression.evaluate import compress_image, decompress_image, evaluate_image
+from shrink.compression.evaluate import evaluate_image, reconstruct_bytes
 from shrink.compression.models import build_model
 from shrink.compression.rd import measure
 from shrink.compression.resample import pad_to_multiple
@@ -128,11 +135,11 @@ def test_round_trip_reproduces_evaluate_image(
     assert header == expected_header.model_copy(update={"crc32": header.crc32}) and header.crc32
     assert len(data) == row["bytes"] + len(segment(header))
     x = pixels[None].float() / 255.0
-    assert strip_segment(data) == compress_image(model, x, build_codec(config.codec), 37)  # the same JPEG
+    assert strip_segment(data) == compact_bytes(model, pixels, build_codec(config.codec), 37)  # the same JPEG
 
     decoded = np.asarray(Image.open(png))
     x_hat = torch.from_numpy(decoded.copy()).permute(2, 0, 1).contiguous()[None].float() / 255.0
-    expected = decompress_image(model, data, build_codec(config.codec), (HEIGHT, WIDTH), 37)
+    expected = reconstruct_bytes(model, data, build_codec(config.codec), (HEIGHT, WIDTH), 37)
     assert torch.equal(x_hat, expected)
     ours = measure("photo", 37, len(data), x_hat, x)
     assert ours["msssim"] == row["msssim"] and ours["psnr"] == row["psnr"]
@@ -246,6 +253,53 @@ def test_bad_arguments_exit_2(bundle: Path, photo: Path, tmp_path: Path, capsys)
     assert compress(photo, tmp_path / "no-bundle", jpg) == 2
     assert "bundle not found" in capsys.readouterr().err
     assert not jpg.exists()
+
+
+# ---------------------------------------------------------------- the codec API
+
+
+@pytest.mark.parametrize("rate", [("--quality", 37), ("--bpp", 0.6), ()], ids=["quality", "bpp", "default"])
+def test_the_codec_api_writes_and_reads_what_the_cli_does(
+    make_bundle, photo: Path, tmp_path: Path, capsys, rate
+):
+    """compress_image/decompress_image are what shrink compress/decompress run: the same bytes, pixels."""
+    bundle = make_bundle("b", trained=True)
+    jpg, png = tmp_path / "photo.jpg", tmp_path / "photo.out.png"
+    assert compress(photo, bundle, jpg, *rate) == 0
+    assert decompress(jpg, bundle, png) == 0
+    options = {rate[0].lstrip("-"): rate[1]} if rate else {}
+    with Image.open(photo) as image:
+        data = compress_image(image, bundle, **options)  # a PIL image and a bundle path
+    assert data == jpg.read_bytes()
+    opened = open_bundle(bundle)
+    assert compress_image(read_image(photo), opened, **options) == data  # a 3xHxW tensor, an open bundle
+    assert compress_image(np.asarray(Image.open(photo)), opened, **options, tile=0) == data  # one tile here
+    pixels = decompress_image(data, bundle)
+    assert pixels.shape == (HEIGHT, WIDTH, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels, np.asarray(Image.open(png)))
+    assert np.array_equal(decompress_image(data, opened), pixels)
+
+
+def test_the_codec_api_refuses_bad_arguments_in_one_line(bundle: Path, photo: Path, image_folder: Path):
+    image = read_image(photo)
+    with pytest.raises(ValueError, match="quality or bpp, not both"):
+        compress_image(image, bundle, quality=50, bpp=1.0)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        compress_image(np.zeros((8, 8), np.uint8), bundle)
+    with pytest.raises(ValueError, match="3xHxW uint8"):
+        compress_image(image.float(), bundle)
+    with pytest.raises(RateError, match=r"^bpp 0.01 \(\d+ bytes at 203x181\) cannot be met: even quality 1"):
+        compress_image(image, bundle, bpp=0.01)
+    with pytest.raises(ContainerError, match="^photo.png: not a shrink file"):
+        decompress_image(photo.read_bytes(), bundle, source="photo.png")
+    other = save_bundle(
+        bundle.parent / "other",
+        perturbed(build_model(config_with(image_folder).model)),
+        config_with(image_folder),
+        {"name": "other"},
+    )
+    with pytest.raises(ValueError, match="bundle hash mismatch"):
+        decompress_image(compress_image(image, bundle), other)
 
 
 # ---------------------------------------------------------------- --bpp

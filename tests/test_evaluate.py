@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from shrink.compression.api import compact_bytes
 from shrink.compression.baselines import downscale_curve
 from shrink.compression.codecs import JpegCodec, WebPCodec
 from shrink.compression.config import ModelConfig
 from shrink.compression.data import load_images
-from shrink.compression.evaluate import compress_image, decompress_image, evaluate
+from shrink.compression.evaluate import evaluate, reconstruct_bytes
 from shrink.compression.models import build_model
 
 
@@ -38,7 +39,7 @@ def test_compress_then_decompress_restores_the_original_size(image_folder: Path)
     image = load_images(image_folder)[0]
     model = build_model(ModelConfig(ratio=3, comcnn={"width": 8}, reccnn={"depth": 3, "width": 8})).eval()
     x = (image.pixels.float() / 255)[None]
-    data = compress_image(model, x, JpegCodec(), 50)
-    restored = decompress_image(model, data, JpegCodec(), image.size)
+    data = compact_bytes(model, image.pixels, JpegCodec(), 50, tile=0)
+    restored = reconstruct_bytes(model, data, JpegCodec(), image.size)
     assert restored.shape == x.shape
     assert torch.equal(restored, torch.round(restored * 255) / 255)

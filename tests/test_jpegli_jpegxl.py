@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from shrink.compression.api import compact_bytes
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve, resolve_codec, run_baselines
 from shrink.compression.bundle import save_bundle
 from shrink.compression.codecs import (
@@ -25,7 +26,6 @@ from shrink.compression.codecs import (
 from shrink.compression.config import CodecConfig, ConfigError, config_from_dict
 from shrink.compression.container import read_header, segment
 from shrink.compression.data import NamedImage
-from shrink.compression.evaluate import compress_image
 from shrink.compression.metrics import bpp
 from shrink.compression.models import build_model
 from shrink.compression.trainer import Trainer
@@ -119,8 +119,7 @@ def test_a_jpegli_bundle_compresses_into_a_shrink_jpeg(tmp_path: Path, image: np
     assert main(["compress", str(photo), "--model", str(bundle), "-o", str(jpg), "--quality", "40"]) == 0
     data = jpg.read_bytes()
     header = read_header(data)
-    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255.0
-    bare = compress_image(model, x, JpegliCodec(), 40)
+    bare = compact_bytes(model, torch.from_numpy(image.copy()).permute(2, 0, 1), JpegliCodec(), 40)
     assert data.replace(segment(header), b"") == bare  # the jpegli file, with the SHRINK segment added
     with Image.open(jpg) as opened:
         assert opened.format == "JPEG" and opened.size == (WIDTH // 2, HEIGHT // 2)

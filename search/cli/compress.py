@@ -10,29 +10,17 @@ segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.containe
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import torch
 
-from shrink.compression.bundle import load_bundle
-from shrink.compression.codecs import Codec, build_codec, to_uint8
-from shrink.compression.config import TrainConfig
-from shrink.compression.container import (
-    Header,
-    decode_compact,
-    encode,
-    highest_quality_within,
-    read_header,
-    read_photo,
-    segment,
-)
-from shrink.compression.family import is_family, load_family
+from shrink.compression.api import OpenBundle, RateError, bundle_for_rate, compress_image, open_bundle
+from shrink.compression.container import read_header, read_photo, segment
+from shrink.compression.family import is_family
 from shrink.compression.files import atomic_write
 from shrink.compression.metrics import bpp
-from shrink.compression.models import ShrinkModel
-from shrink.compression.tiling import DEFAULT_TILE, compact_image, tilings
+from shrink.compression.tiling import DEFAULT_TILE
 
 from ._common import ArgumentParser, output_file_or_dir, positive_float, run_command
 
@@ -122,75 +110,37 @@ def output_paths(inputs: list[str], output: str, force: bool) -> list[Path]:
     return targets
 
 
-def default_quality(config: TrainConfig) -> int:
-    if config.codec.quality is not None:
-        return config.codec.quality
-    low, high = config.codec.quality_range
-    return (low + high) // 2
-
-
-# Codecs whose files are standard JPEGs, so they carry the SHRINK segment and decode with Pillow.
-JPEG_CODECS = ("jpeg", "jpegli")
-
-
-def jpeg_codec(config: TrainConfig) -> Codec:
-    """The bundle's codec: JPEG (Pillow) or jpegli; a WebP/AVIF bundle is refused (it writes no JPEG)."""
-    if config.codec.name not in JPEG_CODECS:
-        raise ValueError(f"the bundle's codec is {config.codec.name}; shrink compress writes JPEG files")
-    return build_codec(config.codec)
-
-
-def compress_file(
-    args: argparse.Namespace, model: ShrinkModel, config: TrainConfig, sha: str, source: str
-) -> tuple[bytes, Header]:
-    """(the shrink file's bytes, its header) for one input."""
+def compress_file(args: argparse.Namespace, bundle: OpenBundle, source: str) -> bytes:
+    """The shrink file of one input (its notes said on stderr)."""
     photo = read_photo(source)
     say("shrink compress", photo.notes)
-    height, width = photo.size
-    compact = to_uint8(compact_image(model, photo.pixels, tilings(model, args.tile)[0])[0])
-    codec = jpeg_codec(config)
-
-    def header_at(quality: int) -> Header:
-        return Header(width=width, height=height, ratio=model.ratio, quality=quality, bundle=sha)
-
-    if args.bpp is None:
-        data = encode(compact, codec, header_at(args.quality or default_quality(config)))
-    else:
-        budget = math.floor(args.bpp * width * height / 8)
-        try:
-            _, data = highest_quality_within(budget, lambda q: encode(compact, codec, header_at(q)))
-        except ValueError as error:
-            raise ValueError(
-                f"{source}: --bpp {args.bpp} ({budget} bytes at {width}x{height}) cannot be met: {error}"
-            ) from None
-    header = read_header(data)
-    decode_compact(data, header)  # Pillow opens what we wrote, at the size the header implies
-    return data, header
+    try:
+        return compress_image(photo.pixels, bundle, quality=args.quality, bpp=args.bpp, tile=args.tile)
+    except RateError as error:  # "bpp T (N bytes at WxH) cannot be met: ..."
+        raise ValueError(f"{source}: --{error}") from None
 
 
 def bundle_for(args: argparse.Namespace) -> str:
     """The bundle to compress with: ``--model`` itself, or the member of a family for ``--bpp``."""
-    if not is_family(args.model):
-        return args.model
-    if args.bpp is None:
+    if is_family(args.model) and args.bpp is None:
         raise ValueError(
             f"--model {args.model} is a codec family: give --bpp TARGET (the member depends on it)"
         )
-    family = load_family(args.model)
-    member = family.member_at(args.bpp)
-    say("shrink compress", [f"family member {member.name} for {args.bpp} bpp"])
-    return str(family.bundle_path(member))
+    path, notes = bundle_for_rate(args.model, args.bpp)
+    say("shrink compress", notes)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, args.force)
-    model, config, manifest = load_bundle(bundle_for(args), resolve_device(args.device))
-    jpeg_codec(config)  # a WebP/AVIF bundle is refused before any work
+    bundle = open_bundle(bundle_for(args), resolve_device(args.device))
+    bundle.jpeg_codec()  # a WebP/AVIF bundle is refused before any work
     # Every input is compressed (in memory) before the first output is written: a bad one writes nothing.
-    files = [compress_file(args, model, config, manifest["sha256"], source) for source in args.inputs]
+    files = [compress_file(args, bundle, source) for source in args.inputs]
     refuse_existing(targets, args.force)
-    for source, target, (data, header) in zip(args.inputs, targets, files, strict=True):
+    for source, target, data in zip(args.inputs, targets, files, strict=True):
         atomic_write(target, lambda handle, data=data: handle.write(data))
+        header = read_header(data)
         rows, cols = header.compact_size
         print(
             f"{source} -> {target}: {header.width}x{header.height} -> {cols}x{rows} (ratio {header.ratio}), "

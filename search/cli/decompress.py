@@ -15,21 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shrink.compression.bundle import load_bundle
-from shrink.compression.codecs import from_uint8
-from shrink.compression.container import (
-    MAX_FILE_BYTES,
-    ContainerError,
-    Header,
-    check_pixels,
-    decode_compact,
-    read_header,
-    read_photo,
-)
-from shrink.compression.family import is_family, load_family
-from shrink.compression.files import atomic_write, read_regular
-from shrink.compression.metrics import MS_SSIM_WEIGHTS, bpp, ms_ssim, ms_ssim_levels, msssim_db, psnr
-from shrink.compression.tiling import reconstruct_uint8, tilings
+from shrink.compression.api import decompress_image, read_shrink_file, reconstruction_quality
+from shrink.compression.container import read_photo
+from shrink.compression.files import atomic_write
+from shrink.compression.metrics import bpp, msssim_db
 
 from ._common import ArgumentParser, run_command
 from .compress import add_common_arguments, refuse_existing, resolve_device, say
@@ -54,55 +43,13 @@ def output_format(path: Path) -> str:
     return image_format
 
 
-def read_shrink_file(path: Path) -> tuple[bytes, Header]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is not a file")
-    data = read_regular(path, MAX_FILE_BYTES, "shrink file", follow_links=True)
-    try:
-        header = read_header(data)
-    except ContainerError as error:
-        raise ContainerError(f"{path}: {error}") from None
-    check_pixels(header.width, header.height, f"{path} (original size in its header)")
-    return data, header
-
-
-def check_bundle(path: Path, header: Header, sha: str, bundle: str, ratio: int) -> None:
-    """The bundle must be the file's, and its model's ratio the header's (a header rewritten with a new
-    CRC would otherwise upscale a compact image by the wrong ratio)."""
-    if sha != header.bundle:
-        raise ValueError(
-            f"bundle hash mismatch: {path} was made with bundle sha256 {header.bundle[:16]}..., "
-            f"but {bundle} is {sha[:16]}...; decompress it with the bundle that compressed it"
-        )
-    if ratio != header.ratio:
-        raise ContainerError(
-            f"{path}: its header says ratio {header.ratio}, its bundle's model has {ratio} (altered header)"
-        )
-
-
-def bundle_for(source: Path, header: Header, model: str) -> str:
-    """``model`` itself, or the member of the family ``model`` whose bundle the file's header names."""
-    if not is_family(model):
-        return model
-    family = load_family(model)
-    member = family.member(header.bundle)
-    if member is None:
-        raise ValueError(
-            f"{source} was made with bundle sha256 {header.bundle[:16]}..., which is not a member of the "
-            f"family {model}; decompress it with the family or bundle that compressed it"
-        )
-    return str(family.bundle_path(member))
-
-
 def quality_report(x_hat: np.ndarray, reference: torch.Tensor) -> str:
     """MS-SSIM (when both sides exceed 160 px) and PSNR of the 8-bit reconstruction against the original."""
-    y = torch.from_numpy(x_hat).permute(2, 0, 1).contiguous()[None].float() / 255.0  # evaluation's layout
-    x = reference[None].float() / 255.0
-    text = f", PSNR {float(psnr(y, x)[0]):.2f} dB"
-    if ms_ssim_levels(*x.shape[-2:]) < len(MS_SSIM_WEIGHTS):
+    psnr_db, msssim = reconstruction_quality(x_hat, reference)
+    text = f", PSNR {psnr_db:.2f} dB"
+    if msssim is None:
         return text + ", MS-SSIM n/a (needs both sides > 160 px)"
-    value = float(ms_ssim(y, x)[0])
-    return text + f", MS-SSIM {value:.6f} ({msssim_db(value):.2f} dB)"
+    return text + f", MS-SSIM {msssim:.6f} ({msssim_db(msssim):.2f} dB)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,14 +67,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{source} holds {header.width}x{header.height}"
             )
         reference = photo.pixels
-    model, _, manifest = load_bundle(bundle_for(source, header, args.model), resolve_device(args.device))
-    check_bundle(source, header, manifest["sha256"], args.model, model.ratio)
-    try:
-        decoded = from_uint8(decode_compact(data, header))[None]
-    except ContainerError as error:
-        raise ContainerError(f"{source}: {error}") from None
-    size, tiling = (header.height, header.width), tilings(model, args.tile)[1]
-    x_hat = reconstruct_uint8(model, decoded, size, tiling, header.quality)
+    device = resolve_device(args.device)
+    x_hat = decompress_image(data, args.model, tile=args.tile, device=device, source=str(source))
     refuse_existing([target], args.force)
     atomic_write(target, lambda handle: Image.fromarray(x_hat, "RGB").save(handle, format=image_format))
     report = f"{source} -> {target}: {header.width}x{header.height}, {len(data)} bytes, "

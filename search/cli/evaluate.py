@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
-from shrink.compression.bundle import bundle_sha256, is_bundle, load_model
-from shrink.compression.codecs import JpegCodec, build_codec
+from shrink.compression.baselines import DEFAULT_QUALITIES
 from shrink.compression.cost import config_cost, format_cost
-from shrink.compression.data import load_images
-from shrink.compression.evaluate import evaluate
+from shrink.compression.evaluate import evaluate_file
 from shrink.compression.rd import save_curves
 
 from ._common import ArgumentParser, format_rd_table, output_file, run_command
@@ -36,16 +33,10 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, config = load_model(args.checkpoint)
-    meta = {"checkpoint": str(args.checkpoint), "data": args.data}
-    if is_bundle(args.checkpoint):  # tag the curve with the identity of what was evaluated
-        meta["bundle_sha256"] = bundle_sha256(args.checkpoint)
-    images = load_images(args.data)
-    curve = evaluate(model, images, args.qualities, build_codec(config.codec), name=args.name, progress=True)
-    jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
-    save_curves(args.json, {curve.name: curve}, meta)
-    print(format_rd_table(curve, jpeg))
-    print(format_cost(config_cost(config.model)) + " (learned layers; bicubic resampling not counted)")
+    result = evaluate_file(args.checkpoint, args.data, args.qualities, name=args.name, progress=True)
+    save_curves(args.json, {result.curve.name: result.curve}, result.meta)
+    print(format_rd_table(result.curve, result.jpeg))
+    print(format_cost(config_cost(result.config.model)) + " (learned layers; bicubic resampling not counted)")
     print(f"wrote {args.json}")
     return 0
 

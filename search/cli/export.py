@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-import optuna
-
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
 from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.codecs import JpegCodec
 from shrink.compression.data import load_images
 from shrink.compression.family import Family
 from shrink.search.export import chosen_trials, export_family, export_trial
-from shrink.search.storage import StorageError, open_storage, redact
+from shrink.search.study import load_study
 
 from ._common import ArgumentParser, output_dir, run_command
 
@@ -64,13 +62,6 @@ def print_family(family: Family, test: str | None) -> None:
             rate, why = safe_bd_rate(jpeg, family.envelope_curve(), metric)
             text = f"{rate:+.2f} %" if rate is not None else f"n/a ({why})"
             print(f"  family BD-rate vs JPEG on {test} ({metric}): {text}")
-
-
-def load_study(url: str, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
-    except KeyError:
-        raise StorageError(f"no study named {name!r} in {redact(url)}") from None
 
 
 def run(args: argparse.Namespace) -> int:

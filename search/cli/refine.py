@@ -13,9 +13,9 @@ import argparse
 from shrink.search.records import PARENT_STUDY_ATTR
 from shrink.search.refine import create_refine_study, rank_agreement
 from shrink.search.storage import redact
+from shrink.search.study import load_study
 
 from ._common import ArgumentParser, positive_float, positive_int, run_command
-from .export import load_study
 
 
 def build_parser() -> ArgumentParser:

@@ -8,9 +8,9 @@ from pathlib import Path
 from shrink.dashboards.report import ReportOptions, write_report
 from shrink.dashboards.study_info import storage_roots
 from shrink.search.storage import redact
+from shrink.search.study import load_study
 
 from ._common import ArgumentParser, check_output, output_file, run_command
-from .export import load_study
 
 
 def build_parser() -> ArgumentParser:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from shrink.compression.config import ConfigError, load_config
-from shrink.compression.trainer import Trainer
+from shrink.compression.config import load_config
+from shrink.compression.trainer import Trainer, require_device
 
 from ._common import ArgumentParser, add_set_argument, format_rd_table, output_dir, run_command
 
@@ -25,8 +23,7 @@ def build_parser() -> ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    if config.device.device == "cuda" and not torch.cuda.is_available():  # refused before anything is written
-        raise ConfigError("device.device = 'cuda' but CUDA is not available on this machine")
+    require_device(config)
     trainer = Trainer(config, args.out)
     if args.resume:
         trainer.resume(f"{args.out}/last.ckpt")
