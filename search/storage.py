@@ -3,9 +3,13 @@
 - ``sqlite:///study.db``: WAL journal and a busy timeout, so several local workers can write.
 - ``postgresql+psycopg://user:pass@host/db``: for workers on several machines.
 - ``journal:PATH`` or a path ending in ``.log``/``.journal``: Optuna's journal file storage.
-Every storage gets a heartbeat: a trial whose worker died is failed after the grace period and re-queued by
-:class:`Requeue` (our trial runner resumes it from the original trial's checkpoint). Optuna gives the
-journal storage no heartbeat; :class:`HeartbeatJournalStorage` keeps one in a trial system attribute.
+Every storage is opened as a :class:`ShrinkStorage`, one wrapper around Optuna's storage that adds, in one
+place, what the search needs: a heartbeat on every backend (a trial whose worker died is failed after the
+grace period and re-queued by :class:`Requeue`, and our trial runner resumes it from the original trial's
+checkpoint; Optuna gives the journal storage none, the wrapper keeps one in a trial system attribute), and
+for a worker the budget's refusal of new trials and retries that outlive a database restart.
+Optuna's private names are used in this module only; other modules reach a study's storage and ids through
+:func:`storage_of`, :func:`study_id_of` and :func:`trial_id_of`.
 
 A URL that is malformed, names an unknown driver or no SQLite file, or whose server cannot be reached (a
 PostgreSQL connection attempt gives up after ``PG_CONNECT_TIMEOUT_S``) or refuses the password raises one
@@ -22,17 +26,30 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+    _CachedStorage,  # private: how Optuna caches an RDBStorage; ShrinkStorage wraps one
+)
+
+# Optuna's private names, used in this module only: the heartbeat interface Optuna's optimize() checks for
+# and the thread it beats in; the RDB session and models for ShrinkStorage.add_trials_at_once
+from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .records import (
@@ -43,6 +60,9 @@ from .records import (
     RETRY_HISTORY_ATTR,
     VERDICT_ATTRS,  # what a retry drops (a retry that completes must not say why its predecessor failed)
 )
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy  # BaseStorage.get_all_studies' type, exported nowhere
 
 # Heartbeats, retries and metric names are "experimental" in Optuna 5; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -133,38 +153,6 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with a heartbeat: the time of a trial's last beat is a system attribute.
-
-    The clocks of the machines sharing the journal file must agree to within the grace period.
-    """
-
-    def __init__(self, backend, heartbeat_interval: int, grace_period: int | None, callback: Requeue):
-        super().__init__(backend)
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self._callback = callback
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
-        except UpdateFinishedTrialError:  # finished elsewhere (failed as stale): its retry beats now
-            pass
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
-        now = time.time()
-        return [
-            trial._trial_id
-            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-            if now - trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR, now) > grace
-        ]
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self._callback
 
 
 def open_storage(
@@ -172,8 +160,11 @@ def open_storage(
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
     grace_period: int | None = GRACE_PERIOD_S,
     max_retry: int = MAX_RETRY,
-) -> optuna.storages.BaseStorage:
-    """The storage at ``url``, created if need be; a bad URL raises :class:`StorageError`, writing nothing."""
+) -> ShrinkStorage:
+    """The storage at ``url``, created if need be; a bad URL raises :class:`StorageError`, writing nothing.
+
+    The one place storages are built: Optuna's (cached, as ``optuna.load_study`` would make it) wrapped in a
+    :class:`ShrinkStorage`; ``optuna.create_study``/``load_study`` and optuna-dashboard take it as it is."""
     retry = Requeue(max_retry)
     path = journal_path(url)
     if path is not None:
@@ -195,7 +186,7 @@ def open_storage(
         if parsed.get_backend_name() == "sqlite":
             _enable_wal(storage)
             _serialize_sqlite_transactions(storage)
-        return storage
+        return ShrinkStorage(_CachedStorage(storage), url)
     except ImportError as error:
         raise StorageError(
             f"cannot open storage {redact(url)}: the database driver is not installed "
@@ -244,15 +235,15 @@ def _check_sqlite_file(parsed: sqlalchemy.engine.URL, url: str) -> None:
 
 def _open_journal(
     url: str, path: Path, heartbeat_interval: int | None, grace_period: int | None, retry: Requeue
-) -> JournalStorage:
+) -> ShrinkStorage:
     if not str(path) or path.is_dir():
         raise StorageError(f"storage URL {url!r} names no journal file: use journal:PATH/study.log")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+        storage = JournalStorage(JournalFileBackend(str(path)))
         if heartbeat_interval is None:
-            return JournalStorage(backend)
-        return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry)
+            return ShrinkStorage(storage, url)
+        return ShrinkStorage(storage, url, heartbeat_interval, grace_period, retry)
     except OSError as error:
         raise StorageError(f"cannot open journal storage {str(path)!r}: {error.strerror or error}") from None
 
@@ -305,7 +296,8 @@ def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
 # has been failing for STORAGE_RETRY_S; then its error is raised as before.
 STORAGE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 STORAGE_RETRY_S = 60.0
-# The database calls Optuna's Study, Trial, optimize() and heartbeat thread make through the storage.
+# The database calls Optuna's Study, Trial, optimize() and heartbeat thread make through the storage: the
+# ones a worker's ShrinkStorage retries.
 STORAGE_CALLS = (
     "get_all_trials", "get_trial", "create_new_trial", "set_trial_param", "set_trial_state_values",
     "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
@@ -365,64 +357,244 @@ def retry_storage(
             time.sleep(delay)
 
 
-UNSURE_CLAIMS = "_shrink_unsure_claims"
-READ_TRIAL = "_shrink_read_trial"
+class BudgetSpent(RuntimeError):
+    """No ticket is left: the study has every trial its budget allows (see :mod:`shrink.search.budget`)."""
 
 
-def retry_storage_calls(storage: optuna.storages.BaseStorage, url: str, log: Callable[[str], None]) -> None:
-    """Make a worker's RDB storage outlive a database restart (journal storages are left alone).
 
-    Each database call in ``STORAGE_CALLS`` is retried by :func:`retry_storage`. The two that are not
-    idempotent first read what the database holds: ``create_new_trial`` tags its trial with a fresh token
-    and looks for it; ``set_trial_state_values`` reads the trial's state. A claim (WAITING -> RUNNING) whose
-    answer was lost is ambiguous (this worker's commit, or another's): the trial is left alone, given one
-    heartbeat so that the stale check re-queues it if it was ours, and listed in ``UNSURE_CLAIMS`` for the
-    worker to wait on. A heartbeat is not retried: one that fails is logged and skipped (the heartbeat
-    thread would die of the error), the next comes one interval later. Connections the restart broke are
-    replaced by the engine's ``pool_pre_ping``.
+class ShrinkStorage(BaseStorage, BaseHeartbeat):
+    """Optuna's storage wrapped by delegation, as Optuna's ``_CachedStorage`` wraps ``RDBStorage``.
+
+    Every call goes to ``inner`` (Optuna's cached RDB storage, or its journal storage); what shrink adds,
+    in the order a call meets it:
+
+    1. the budget (:meth:`serve_worker`): a new trial without a template (``study.ask()`` finding no ticket)
+       raises :class:`BudgetSpent`; a re-queued retry, added with its template, stays allowed;
+    2. retries (:meth:`serve_worker`, RDB storages only): each database call in ``STORAGE_CALLS`` that
+       fails for want of a connection is retried by :func:`retry_storage`, so a worker outlives a database
+       restart. The two calls that are not idempotent first read what the database holds:
+       ``create_new_trial`` tags its trial with a fresh token and looks for it; ``set_trial_state_values``
+       reads the trial's state. A claim (WAITING -> RUNNING) whose answer was lost is ambiguous (this
+       worker's commit, or another's): the trial is left alone, given one heartbeat so that the stale check
+       re-queues it if it was ours, and listed in :attr:`unsure_claims` for the worker to wait on. A
+       heartbeat is not retried: one that fails is logged and skipped (the heartbeat thread would die of
+       the error), the next comes one interval later;
+    3. the heartbeat: the RDB storage's own, or, on a journal (which Optuna gives none), the time of a
+       trial's last beat kept in a trial system attribute. The clocks of the machines sharing a journal file
+       must agree to within the grace period.
     """
-    if not isinstance(_backend(storage), RDBStorage) or getattr(storage, "_shrink_retrying", False):
-        return
-    originals = {name: getattr(storage, name) for name in STORAGE_CALLS}
-    for name, method in originals.items():
-        setattr(storage, name, functools.partial(_retried, method, name, log, url))
-    beat = storage.record_heartbeat
 
-    def record_heartbeat(trial_id: int) -> None:
-        try:
-            beat(trial_id)
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            log(f"storage: heartbeat of trial id {trial_id} skipped ({_error_line(error, url)})")
+    def __init__(
+        self,
+        inner: BaseStorage,
+        url: str,
+        journal_heartbeat_interval: int | None = None,
+        journal_grace_period: int | None = None,
+        journal_callback: Requeue | None = None,
+    ):
+        self._inner = inner
+        self.url = url
+        self._journal_heartbeat = (journal_heartbeat_interval, journal_grace_period, journal_callback)
+        self._log: Callable[[str], None] | None = None  # set by serve_worker: retries on
+        self._budget_closed = False
+        self.unsure_claims: set[int] = set()
 
-    storage.record_heartbeat = record_heartbeat
-    setattr(storage, UNSURE_CLAIMS, set())
-    read = functools.partial(_retried, _backend(storage).get_trial, "get_trial", log, url)
-    setattr(storage, READ_TRIAL, read)
-    storage.create_new_trial = functools.partial(_create_once, originals, log, url)
-    storage.set_trial_state_values = functools.partial(_set_state_once, storage, originals, log, url)
-    storage._shrink_retrying = True
+    # ---- what shrink adds ----------------------------------------------------------------------------
+    @property
+    def rdb(self) -> RDBStorage | None:
+        """The RDB storage under Optuna's cache; None for a journal."""
+        # _CachedStorage is how Optuna itself wraps an RDBStorage (optuna.storages.get_storage); its
+        # _backend is the only way to the uncached storage beneath it.
+        return self._inner._backend if isinstance(self._inner, _CachedStorage) else None
 
+    def serve_worker(self, log: Callable[[str], None]) -> None:
+        """From now on refuse trials beyond the budget, and (on an RDB storage) retry what a lost connection
+        fails, logging each retry with ``log``."""
+        self._budget_closed = True
+        if self.rdb is not None:
+            self._log = log
 
-def _retried(method: Callable[..., Any], name: str, log: Callable[[str], None], url: str, *args, **kwargs):
-    return retry_storage(lambda: method(*args, **kwargs), name, log, url)
+    def read_trial(self, trial_id: int) -> FrozenTrial:
+        """The trial as the database holds it now (Optuna's cache may keep a RUNNING trial's old state)."""
+        read = self.rdb.get_trial if self.rdb is not None else self._inner.get_trial
+        return self._call("get_trial", read, trial_id)
 
+    def add_trials_at_once(self, study_id: int, trials: Sequence[FrozenTrial]) -> bool:
+        """Add ``trials`` in one transaction, so all or none are added even if the process is killed
+        (Optuna's ``add_trials`` commits each trial on its own, about 100 a second); this uses the RDB
+        storage's own per-trial insert under the study lock, inside one session. False on a journal, whose
+        caller adds them one by one."""
+        rdb = self.rdb
+        if rdb is None:
+            return False
+        for trial in trials:
+            trial._validate()  # the check Study.add_trial makes before it inserts (FrozenTrial's, private)
+        # Optuna's RDBStorage has no public many-trial insert: its session helper, study model and
+        # per-trial insert are what its own create_new_trial uses.
+        with _create_scoped_session(rdb.scoped_session) as session:
+            rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            for trial in trials:
+                rdb._get_prepared_new_trial(study_id, trial, session)
+        return True
 
-def _create_once(
-    originals: dict, log: Callable[[str], None], url: str, study_id: int, template_trial=None
-) -> int:
-    token = uuid.uuid4().hex
-    template = _with_token(template_trial, token)
+    def dispose(self) -> None:
+        """Close the database connections (a process that opens many storages)."""
+        if self.rdb is not None:
+            self.rdb.engine.dispose()
 
-    def settled() -> tuple[bool, int | None]:
-        for trial in originals["get_all_trials"](study_id, deepcopy=False):
-            if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
-                return True, trial._trial_id
+    def _call(self, name: str, method: Callable[..., Any], *args, **kwargs) -> Any:
+        if self._log is None:
+            return method(*args, **kwargs)
+        return retry_storage(lambda: method(*args, **kwargs), name, self._log, self.url)
+
+    def _delegate(self, name: str, *args, **kwargs) -> Any:
+        return self._call(name, getattr(self._inner, name), *args, **kwargs)
+
+    # ---- trials: the budget, then retries ----------------------------------------------------------
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None and self._budget_closed:
+            raise BudgetSpent("no trial of the study's budget is left to claim")
+        if self._log is None:
+            return self._inner.create_new_trial(study_id, template_trial)
+        token = uuid.uuid4().hex
+        template = _with_token(template_trial, token)
+
+        def settled() -> tuple[bool, int | None]:
+            for trial in self._inner.get_all_trials(study_id, deepcopy=False):
+                if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
+                    return True, trial._trial_id
+            return False, None
+
+        create = functools.partial(self._inner.create_new_trial, study_id, template)
+        return retry_storage(create, "create_new_trial", self._log, self.url, settled=settled)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if self._log is None:
+            return self._inner.set_trial_state_values(trial_id, state=state, values=values)
+        update = functools.partial(self._inner.set_trial_state_values, trial_id, state=state, values=values)
+        settled = functools.partial(self._settled, trial_id, state)
+        return retry_storage(update, "set_trial_state_values", self._log, self.url, settled=settled)
+
+    def _settled(self, trial_id: int, state: TrialState) -> tuple[bool, bool | None]:
+        """Whether a state change whose answer was lost took effect (see the class's docstring)."""
+        trial = self.rdb.get_trial(trial_id)  # uncached: the state as the database holds it
+        if state == TrialState.RUNNING:
+            if trial.state == TrialState.WAITING:
+                return False, None
+            if trial.state == TrialState.RUNNING:
+                self.unsure_claims.add(trial_id)
+                if self.get_heartbeat_interval() is not None:
+                    self.record_heartbeat(trial_id)
+                self._log(f"storage: claim of trial {trial.number} unsure; left to the heartbeat check")
+                return True, False
+        elif trial.state == state:
+            return True, True
+        if trial.state.is_finished():
+            raise UpdateFinishedTrialError(f"trial {trial.number} is already {trial.state.name}")
         return False, None
 
-    create = originals["create_new_trial"]
-    return retry_storage(lambda: create(study_id, template), "create_new_trial", log, url, settled=settled)
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._delegate("set_trial_param", trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._delegate("set_trial_intermediate_value", trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._delegate("set_trial_user_attr", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._delegate("set_trial_system_attr", trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._delegate("get_trial", trial_id)
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._delegate("get_all_trials", study_id, deepcopy=deepcopy, states=states)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._delegate("get_trial_id_from_study_id_trial_number", study_id, trial_number)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._delegate("get_best_trial", study_id)
+
+    # ---- studies ------------------------------------------------------------------------------------
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._inner.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._inner.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._delegate("set_study_user_attr", study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._delegate("set_study_system_attr", study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._inner.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._inner.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._delegate("get_study_directions", study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._delegate("get_study_user_attrs", study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._delegate("get_study_system_attrs", study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._inner.get_all_studies()
+
+    def remove_session(self) -> None:
+        self._inner.remove_session()
+
+    # ---- the heartbeat ------------------------------------------------------------------------------
+    def record_heartbeat(self, trial_id: int) -> None:
+        if self.rdb is None:
+            self._record_journal_heartbeat(trial_id)
+            return
+        try:
+            self._inner.record_heartbeat(trial_id)
+        except Exception as error:
+            if self._log is None or not is_transient(error):
+                raise
+            self._log(f"storage: heartbeat of trial id {trial_id} skipped ({_error_line(error, self.url)})")
+
+    def _record_journal_heartbeat(self, trial_id: int) -> None:
+        try:
+            self._inner.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:  # finished elsewhere (failed as stale): its retry beats now
+            pass
+
+    # BaseHeartbeat's abstract method, private in Optuna: fail_stale_trials() asks it for the stale trials.
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self.rdb is not None:
+            return self._delegate("_get_stale_trial_ids", study_id)
+        interval, grace, _ = self._journal_heartbeat
+        grace = grace if grace is not None else 2 * interval
+        now = time.time()
+        return [
+            trial._trial_id
+            for trial in self._inner.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if now - trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR, now) > grace
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._inner.get_heartbeat_interval() if self.rdb is not None else self._journal_heartbeat[0]
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        if self.rdb is not None:
+            return self._inner.get_heartbeat_stale_trial_callback()
+        return self._journal_heartbeat[2]
 
 
 def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
@@ -434,50 +606,34 @@ def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
     return template
 
 
-def _set_state_once(
-    storage,
-    originals: dict,
-    log: Callable[[str], None],
-    url: str,
-    trial_id: int,
-    state: TrialState,
-    values=None,
-) -> bool:
-    def settled() -> tuple[bool, bool | None]:
-        trial = _backend(storage).get_trial(trial_id)  # uncached: the state as the database holds it
-        if state == TrialState.RUNNING:
-            if trial.state == TrialState.WAITING:
-                return False, None
-            if trial.state == TrialState.RUNNING:
-                getattr(storage, UNSURE_CLAIMS).add(trial_id)
-                if _backend(storage).heartbeat_interval is not None:
-                    storage.record_heartbeat(trial_id)
-                log(f"storage: claim of trial {trial.number} unsure; left to the heartbeat check")
-                return True, False
-        elif trial.state == state:
-            return True, True
-        if trial.state.is_finished():
-            raise UpdateFinishedTrialError(f"trial {trial.number} is already {trial.state.name}")
-        return False, None
-
-    update = originals["set_trial_state_values"]
-    return retry_storage(
-        lambda: update(trial_id, state=state, values=values),
-        "set_trial_state_values",
-        log,
-        url,
-        settled=settled,
-    )
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The study's storage: a :class:`ShrinkStorage` when opened through :func:`open_storage`."""
+    return study._storage  # Optuna's Study keeps its storage private; shrink reads it only here
 
 
-def _backend(storage) -> RDBStorage:
-    return storage._backend if isinstance(storage, _CachedStorage) else storage
+def study_id_of(study: optuna.Study) -> int:
+    return study._study_id  # Study's storage key, private in Optuna; read only here
 
 
-def read_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial:
-    """The trial as the database holds it now (Optuna's cache may keep a RUNNING trial's old state);
-    retried like the other calls on a worker's storage."""
-    return getattr(storage, READ_TRIAL, _backend(storage).get_trial)(trial_id)
+def trial_id_of(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage key of a trial (its number counts within the study, the id across the storage)."""
+    return trial._trial_id  # private in Optuna's Trial and FrozenTrial; read only here
+
+
+def heartbeat_enabled(storage: BaseStorage) -> bool:
+    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+
+
+def heartbeat_thread(storage: BaseStorage, trial_id: int) -> BaseHeartbeatThread:
+    """A context that beats for the trial while it runs (as Optuna's optimize() does), if ``storage`` has a
+    heartbeat: for a trial run outside optimize() (``shrink trial``)."""
+    return get_heartbeat_thread(trial_id, storage)
+
+
+def read_trial(storage: BaseStorage, trial_id: int) -> FrozenTrial:
+    """The trial as the database holds it now; through a :class:`ShrinkStorage`, retried like its other
+    calls."""
+    return storage.read_trial(trial_id) if isinstance(storage, ShrinkStorage) else storage.get_trial(trial_id)
 
 
 def _error_line(error: BaseException, url: str) -> str:

@@ -57,7 +57,7 @@ from .records import (
 from .refine import measure_test_curve
 from .space import config_for, suggest
 from .spec import OBJECTIVE_MODES, OPTUNA_PRUNERS
-from .storage import journal_path, read_trial
+from .storage import journal_path, read_trial, storage_of, trial_id_of
 from .study import StudyHandle
 
 OnComplete = Callable[[optuna.Trial, Trainer, EpochRecord], None]
@@ -273,7 +273,7 @@ class TrialRunner:
 
     def _on_epoch(self, trial: optuna.Trial, original: int) -> Callable[[EpochRecord, Trainer], None]:
         def on_epoch(record: EpochRecord, trainer: Trainer) -> None:
-            state = read_trial(trial.study._storage, trial._trial_id).state
+            state = read_trial(storage_of(trial.study), trial_id_of(trial)).state
             if state != optuna.trial.TrialState.RUNNING:
                 raise TrialTakenOver(
                     f"trial {trial.number} is {state.name}: failed as stale while it ran; "
@@ -309,7 +309,7 @@ class TrialRunner:
 
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
     """The stored trial (its system attributes say whether it retries an earlier one)."""
-    return trial.study._storage.get_trial(trial._trial_id)
+    return storage_of(trial.study).get_trial(trial_id_of(trial))
 
 
 def _with_qualities(spec, config):

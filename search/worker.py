@@ -6,7 +6,8 @@ trained however many workers race. On SIGINT/SIGTERM the running trial checkpoin
 re-queued (so it resumes elsewhere), and the worker exits with 128 + the signal number. A trial that was
 failed as stale while it still ran (a heartbeat lost for longer than the grace period) stops at its next
 epoch and leaves the run to its retry; the worker goes on. A database that goes away for a while (a
-PostgreSQL restart) is outlived: see :func:`shrink.search.storage.retry_storage_calls`.
+PostgreSQL restart) is outlived: see :class:`shrink.search.storage.ShrinkStorage`. :class:`SignalStop` and
+:func:`fail_and_requeue` are shared with ``shrink trial`` (:mod:`shrink.search.asked`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from .budget import BudgetSpent, is_over_budget, refuse_new_trials, tickets_left
+from .budget import BudgetSpent, is_over_budget, tickets_left
 from .records import DECODER_MACS_ATTR, RETRY_HISTORY_ATTR, WALL_S_ATTR, read_rd_point, verdict
-from .storage import UNSURE_CLAIMS, Requeue, read_trial, retry_storage_calls
+from .storage import Requeue, heartbeat_enabled, read_trial, storage_of
 from .study import StudyHandle
 from .trial_runner import OnComplete, TrialRunner
 
@@ -50,9 +50,51 @@ def trials_used(study: optuna.Study) -> int:
     )
 
 
+class SignalStop:
+    """While in effect, SIGINT/SIGTERM ask the trial runner to checkpoint and stop (the trial then ends
+    FAILED, for :func:`fail_and_requeue`); a second signal stops at once (KeyboardInterrupt)."""
+
+    def __init__(self, runner: TrialRunner, log: Callable[[str], None] | None = None):
+        self.runner, self.log = runner, log
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> SignalStop:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        if self.log is not None:
+            self.log(f"worker: {signal.Signals(signum).name} received; checkpointing the running trial")
+        self.runner.request_stop()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signal is None else 128 + self.signal
+
+
+def fail_and_requeue(study: optuna.Study, number: int) -> FrozenTrial:
+    """A trial a signal stopped: failed (unless already finished) and, if FAILED, re-queued as a WAITING
+    retry that resumes from its checkpoint, so that it is never left RUNNING. Returns the trial as stored."""
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state == TrialState.RUNNING:
+        study.tell(number, state=TrialState.FAIL)
+        trial = study.get_trials(deepcopy=False)[number]
+    if trial.state == TrialState.FAIL:
+        Requeue()(study, trial)
+    return trial
+
+
 def study_budget_reached(handle: StudyHandle) -> bool:
     """No ticket or retry is left to claim (a dead worker's stale trial is re-queued first)."""
-    if is_heartbeat_enabled(handle.study._storage):
+    if heartbeat_enabled(storage_of(handle.study)):
         fail_stale_trials(handle.study)  # a dead worker's RUNNING trial becomes FAILED + a WAITING retry
     return tickets_left(handle.study) == 0
 
@@ -67,24 +109,20 @@ class Worker:
         on_complete: OnComplete | None = None,
     ):
         self.handle, self.log, self.on_trial_end = handle, log, on_trial_end
-        retry_storage_calls(handle.study._storage, handle.url, log)
-        refuse_new_trials(handle.study._storage)
+        self.storage = storage_of(handle.study)
+        self.storage.serve_worker(log)  # refuse trials beyond the budget; outlive a database restart
         self.runner = TrialRunner(handle, run_root, log, on_complete)
-        self.signal: int | None = None
+        self.stop = SignalStop(self.runner, log)
 
-    def _handle_signal(self, signum, frame) -> None:
-        if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        self.log(f"worker: {signal.Signals(signum).name} received; checkpointing the running trial")
-        self.runner.request_stop()
+    @property
+    def signal(self) -> int | None:
+        return self.stop.signal
 
     def run(self, n_trials: int | None = None, timeout: float | None = None) -> WorkerResult:
         result = WorkerResult()
         deadline = None if timeout is None else time.monotonic() + timeout
-        previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
+        with self.stop:
             while self.signal is None:
                 if n_trials is not None and len(result.trials) >= n_trials:
                     break
@@ -95,17 +133,15 @@ class Worker:
                         break
                 elif not self._one_trial(result):
                     break
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         result.signal = self.signal
         return result
 
     def _wait_for_unsure_claims(self) -> bool:
-        """Claims whose answer a lost connection swallowed (storage.UNSURE_CLAIMS) may be this worker's:
-        wait while one is RUNNING, until its heartbeat goes stale and it is re-queued, or it ends."""
-        storage = self.handle.study._storage
-        unsure = getattr(storage, UNSURE_CLAIMS, set())
+        """Claims whose answer a lost connection swallowed (``ShrinkStorage.unsure_claims``) may be this
+        worker's: wait while one is RUNNING, until its heartbeat goes stale and it is re-queued, or it
+        ends."""
+        storage = self.storage
+        unsure = storage.unsure_claims
         unsure -= {i for i in unsure if read_trial(storage, i).state != TrialState.RUNNING}
         if unsure:
             time.sleep(storage.get_heartbeat_interval() or 1)
@@ -132,13 +168,14 @@ class Worker:
             self.log(f"trial {self.runner.last_trial_number} was taken over by its retry; result discarded")
         except KeyboardInterrupt:
             if self.signal is None:
-                self.signal = signal.SIGINT
+                self.stop.signal = signal.SIGINT
         if self.runner.last_trial_number is None:
             return True
         trial = study.get_trials(deepcopy=False)[self.runner.last_trial_number]
-        if self.signal is not None and trial.state == TrialState.FAIL:
-            Requeue()(study, trial)
-            self.log(f"trial {trial.number} checkpointed and re-queued")
+        if self.signal is not None:
+            trial = fail_and_requeue(study, trial.number)
+            if trial.state == TrialState.FAIL:
+                self.log(f"trial {trial.number} checkpointed and re-queued")
         result.trials[trial.number] = trial.state.name
         self.log(describe(trial))
         if self.on_trial_end is not None:

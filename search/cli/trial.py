@@ -5,24 +5,16 @@ budget's tickets (or creates a trial beyond them, which is refused here and fail
 command trains it and records its attributes, then prints the values for ``optuna tell`` (``--tell``
 finishes it here instead). While it trains, the trial's heartbeat is recorded, so a worker re-queues it if
 this process dies; SIGINT/SIGTERM checkpoint it and re-queue it (exit code 128 + the signal), whatever
-``--tell`` says, so that it is never left RUNNING.
+``--tell`` says, so that it is never left RUNNING. The logic lives in :mod:`shrink.search.asked`.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
-import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
-from optuna.trial import FrozenTrial, TrialState
-
-from shrink.search.budget import OVER_BUDGET, is_over_budget
-from shrink.search.records import FAIL_REASON_ATTR
-from shrink.search.space import distributions
-from shrink.search.spec import ResolvedSpec, load_spec
-from shrink.search.storage import Requeue
+from shrink.search.asked import run_asked_trial
+from shrink.search.spec import load_spec
 from shrink.search.study import attach
 from shrink.search.trial_runner import TrialRunner, default_run_root
 
@@ -43,85 +35,23 @@ def build_parser() -> ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     handle = attach(args.storage, args.study_name, load_spec(args.spec) if args.spec else None)
-    study = handle.study
-    frozen = _running_trial(study, args.trial_number)
-    if is_over_budget(frozen):
-        _fail(
-            study, frozen, f"{OVER_BUDGET}: the study's {handle.spec.spec.budget.n_trials} trials are taken"
-        )
-        raise ValueError(
-            f"trial {frozen.number} is beyond the study's budget of {handle.spec.spec.budget.n_trials} "
-            f"trials; it was failed as {OVER_BUDGET}"
-        )
-    mismatch = _space_mismatch(frozen, handle.spec)
-    if mismatch:
-        _fail(study, frozen, f"search space differs from the study's spec: {mismatch}")
-        raise ValueError(
-            f"trial {frozen.number} was asked with another search space than the spec's: {mismatch}"
-        )
-    trial = optuna.Trial(study, frozen._trial_id)
     # stdout carries only the values (for `optuna tell --values $(shrink trial ...)`); logs go to stderr
     run_root = args.run_root or default_run_root(args.storage)
     hooks = dashboard_hooks(handle, run_root)
     runner = TrialRunner(handle, run_root, log=_log_to_stderr, on_complete=hooks["on_complete"])
-    received: list[int] = []
-
-    def on_signal(signum, frame) -> None:
-        received.append(signum)
-        runner.request_stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with get_heartbeat_thread(trial._trial_id, study._storage):
-            values = runner(trial)
-    except optuna.TrialPruned as pruned:
-        print(f"pruned: {pruned}", file=sys.stderr)
-        if args.tell:
-            study.tell(trial, state=TrialState.PRUNED)
+    outcome = run_asked_trial(handle, args.trial_number, runner, tell=args.tell)
+    if outcome.pruned is not None:
+        print(f"pruned: {outcome.pruned}", file=sys.stderr)
         print("state pruned")
-        return 0
-    except KeyboardInterrupt as interrupt:
-        study.tell(trial, state=TrialState.FAIL)
-        Requeue()(study, study._storage.get_trial(trial._trial_id))
-        print(f"shrink trial: trial {trial.number} {interrupt}; re-queued to resume", file=sys.stderr)
-        return 128 + (received[0] if received else signal.SIGINT)
-    except Exception as error:
-        if args.tell:
-            study.tell(trial, state=TrialState.FAIL)
-        print(f"shrink trial: trial {trial.number} failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    values = values if isinstance(values, tuple) else (values,)
-    if args.tell:
-        study.tell(trial, list(values))
-    print(" ".join(repr(float(v)) for v in values))
-    return 0
-
-
-def _running_trial(study: optuna.Study, number: int) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise ValueError(f"study {study.study_name!r} has no trial number {number}")
-    if trials[number].state != TrialState.RUNNING:
-        raise ValueError(
-            f"trial {number} is {trials[number].state.name}, not RUNNING (ask it with optuna ask)"
-        )
-    return trials[number]
-
-
-def _space_mismatch(trial: FrozenTrial, spec: ResolvedSpec) -> str:
-    """The asked parameters whose distribution is not the spec's (``optuna ask`` with another space)."""
-    space = distributions(spec)
-    wrong = [name for name, dist in trial.distributions.items() if space.get(name) != dist]
-    return ", ".join(f"{name} (asked {trial.distributions[name]}, spec {space.get(name)})" for name in wrong)
-
-
-def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    """A trial this command refuses is failed with its reason: never left RUNNING."""
-    study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
-    study.tell(trial.number, state=TrialState.FAIL)
+    elif outcome.interrupted is not None:
+        interrupted = f"trial {outcome.number} {outcome.interrupted}"
+        print(f"shrink trial: {interrupted}; re-queued to resume", file=sys.stderr)
+    elif outcome.error is not None:
+        error = f"{type(outcome.error).__name__}: {outcome.error}"
+        print(f"shrink trial: trial {outcome.number} failed: {error}", file=sys.stderr)
+    else:
+        print(" ".join(repr(float(v)) for v in outcome.values))
+    return outcome.exit_code
 
 
 def _log_to_stderr(text: str) -> None:
