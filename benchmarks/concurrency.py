@@ -68,7 +68,15 @@ from PIL import Image
 
 from shrink.search.budget import is_over_budget
 from shrink.search.spec import load_spec
-from shrink.search.storage import Requeue, StorageError, open_storage, redact
+from shrink.search.storage import (
+    Requeue,
+    ShrinkStorage,
+    StorageError,
+    open_storage,
+    redact,
+    storage_of,
+    trial_id_of,
+)
 from shrink.search.study import create
 
 STORAGES = ("sqlite", "journal", "postgresql")
@@ -214,10 +222,8 @@ def postgres_url(given: str | None) -> str | None:
 
 
 def dispose(storage) -> None:
-    for holder in (storage, getattr(storage, "_backend", None)):
-        engine = getattr(holder, "engine", None)
-        if engine is not None:
-            engine.dispose()
+    if isinstance(storage, ShrinkStorage):
+        storage.dispose()
 
 
 # ---- one run ----------------------------------------------------------------------------------------------
@@ -296,7 +302,7 @@ def run_storage(
     images = json.dumps(str(write_images(folder / "images")))  # a TOML basic string
     spec_path.write_text(SPEC.format(images=images, n_trials=args.trials))
     handle = create(load_spec(spec_path), url, study_name)
-    dispose(handle.study._storage)
+    dispose(storage_of(handle.study))
     timing = folder / "timing"
     timing.mkdir()
     shim = folder / "shim"
@@ -344,11 +350,11 @@ def requeue_one_mid_run(process: subprocess.Popen, url: str, study_name: str, pl
             if running and sum(t.state == TrialState.COMPLETE for t in trials) >= planned // 2:
                 victim = running[-1]
                 try:
-                    failed = storage.set_trial_state_values(victim._trial_id, TrialState.FAIL)
+                    failed = storage.set_trial_state_values(trial_id_of(victim), TrialState.FAIL)
                 except UpdateFinishedTrialError:  # it finished between the read and the write: pick again
                     failed = False
                 if failed:
-                    Requeue()(study, storage.get_trial(victim._trial_id))
+                    Requeue()(study, storage.get_trial(trial_id_of(victim)))
                     return victim.number
             time.sleep(0.05)
         return None
