@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .checkpoint import model_from_checkpoint, one_line, state_dict_mismatch, versions
+from .checkpoint import load_checkpoint, model_from_checkpoint, one_line, state_dict_mismatch, versions
 from .config import TrainConfig, format_validation_error
 from .files import UnreadableFile, public_mode, read_regular
 from .models import ShrinkModel, build_model
@@ -95,6 +96,17 @@ def bundle_from_checkpoint(
     """Export the model and config of a training checkpoint as a bundle."""
     model, config = model_from_checkpoint(checkpoint_path)
     return save_bundle(out_dir, model, config, metrics, overwrite=overwrite)
+
+
+def checkpoint_metrics(checkpoint_path: str | Path) -> dict:
+    """What a bundle exported from a checkpoint says of its training: the file's name, epoch, step and best
+    dev score (no path: a bundle travels)."""
+    state = load_checkpoint(checkpoint_path)
+    facts = {key: state.get(key) for key in ("epoch", "step", "best_score")}
+    finite = {
+        key: value for key, value in facts.items() if isinstance(value, (int, float)) and math.isfinite(value)
+    }
+    return {"checkpoint": Path(checkpoint_path).name, **finite}
 
 
 def _bundle_contents(model: nn.Module, config: TrainConfig, metrics: dict) -> dict[str, bytes]:

@@ -303,3 +303,44 @@ def test_bundles_get_the_umasks_modes(tiny_config: TrainConfig, exports: Path):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}
+
+
+def test_shrink_export_checkpoint_writes_a_bundle_that_compresses(
+    tiny_config: TrainConfig, image_folder: Path, tmp_path: Path, capsys
+):
+    model = trained_like(tiny_config)
+    state = {"config": tiny_config.model_dump_json(), "model": model.state_dict(), "epoch": 3, "step": 9}
+    checkpoint = save_checkpoint(tmp_path / "best.ckpt", {**state, "best_score": float("-inf")})
+    out = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    loaded, config = load_model(out)
+    assert config == tiny_config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == {"checkpoint": "best.ckpt", "epoch": 3, "step": 9}  # no path, no infinite score
+    photo, shrunk, back = image_folder / "img0.png", tmp_path / "x.jpg", tmp_path / "y.png"
+    assert main(["compress", str(photo), "--model", str(out), "-o", str(shrunk)]) == 0
+    assert main(["decompress", str(shrunk), "--model", str(out), "-o", str(back)]) == 0
+    assert back.is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--family"], "--family exports a study's trials"),
+        (["--trial", "1"], "not allowed with argument"),
+    ],
+)
+def test_shrink_export_checkpoint_refuses_study_options(tmp_path: Path, capsys, extra, message):
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(tmp_path / "best.ckpt"), "--out", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not out.exists()
+
+
+def test_shrink_export_of_trials_needs_the_storage(tmp_path: Path, capsys):
+    assert main(["export", "--pareto", "--out", str(tmp_path / "b")]) == 2
+    assert "--storage and --study-name are required" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """shrink export --storage URL --study-name N (--trial T [T ...] | --pareto) --out DIR
-[--family [--test FOLDER] [--qualities Q ...]]"""
+[--family [--test FOLDER] [--qualities Q ...]]
+shrink export --checkpoint RUN/best.ckpt --out BUNDLE"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
 from shrink.compression.bdrate import safe_bd_rate
+from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics
 from shrink.compression.codecs import JpegCodec
 from shrink.compression.data import load_images
 from shrink.compression.family import Family
@@ -18,18 +20,19 @@ from ._common import ArgumentParser, output_dir, run_command
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink export", description="Export trials as self-contained bundles.")
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--study-name", required=True)
+    parser.add_argument("--storage", help="the study's storage (with --trial or --pareto)")
+    parser.add_argument("--study-name")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, nargs="+", help="complete trials by number")
     which.add_argument(
         "--pareto", action="store_true", help="every trial on the Pareto front (best, if 1 objective)"
     )
+    which.add_argument("--checkpoint", help="a `shrink train` checkpoint (RUN/best.ckpt): OUT is its bundle")
     parser.add_argument(
         "--out",
         required=True,
         type=output_dir,
-        help="bundles go to OUT/trial-NNNNN/ (--family: OUT is the family)",
+        help="bundles go to OUT/trial-NNNNN/ (--family: OUT is the family; --checkpoint: OUT is the bundle)",
     )
     parser.add_argument("--force", action="store_true", help="replace existing bundles")
     family = parser.add_argument_group("codec family")
@@ -65,6 +68,10 @@ def print_family(family: Family, test: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        return export_checkpoint(args)
+    if not (args.storage and args.study_name):
+        raise ValueError("--storage and --study-name are required with --trial or --pareto")
     study = load_study(args.storage, args.study_name)
     trials = chosen_trials(study, args.trial)
     if args.family:
@@ -75,6 +82,14 @@ def run(args: argparse.Namespace) -> int:
     for trial in trials:
         path = export_trial(study, trial, args.out, overwrite=args.force)
         print(f"trial {trial.number}: {path}")
+    return 0
+
+
+def export_checkpoint(args: argparse.Namespace) -> int:
+    if args.family:
+        raise ValueError("--family exports a study's trials; a checkpoint becomes one bundle")
+    path = bundle_from_checkpoint(args.checkpoint, args.out, checkpoint_metrics(args.checkpoint), args.force)
+    print(f"checkpoint {args.checkpoint}: {path}")
     return 0
 
 
