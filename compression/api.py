@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bundle import load_bundle
+from .bundle import checkpoint_as_bundle, load_bundle
 from .codecs import Codec, build_codec, from_uint8, to_uint8
 from .config import TrainConfig
 from .container import (
@@ -80,6 +80,11 @@ class OpenBundle:
 
 
 def open_bundle(path: str | Path, device: str | torch.device = "cpu") -> OpenBundle:
+    """A bundle folder, or a training checkpoint (RUN/best.ckpt) with the identity of the bundle that
+    ``shrink export --checkpoint`` makes of it."""
+    if Path(path).is_file():
+        model, config, sha256 = checkpoint_as_bundle(path, device)
+        return OpenBundle(Path(path), model, config, sha256)
     model, config, manifest = load_bundle(path, device)
     return OpenBundle(Path(path), model, config, manifest["sha256"])
 

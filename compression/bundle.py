@@ -109,6 +109,17 @@ def checkpoint_metrics(checkpoint_path: str | Path) -> dict:
     return {"checkpoint": Path(checkpoint_path).name, **finite}
 
 
+def checkpoint_as_bundle(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ShrinkModel, TrainConfig, str]:
+    """(model, config, sha256) of the bundle :func:`bundle_from_checkpoint` would export from the checkpoint,
+    without writing it: a file compressed with the checkpoint decompresses with that bundle, and back."""
+    model, config = model_from_checkpoint(checkpoint_path, device)
+    contents = _bundle_contents(model, config, checkpoint_metrics(checkpoint_path))
+    files = {name: {"sha256": _sha256(data)} for name, data in contents.items() if name != MANIFEST}
+    return model, config, _identity(files)
+
+
 def _bundle_contents(model: nn.Module, config: TrainConfig, metrics: dict) -> dict[str, bytes]:
     """Every file's bytes, the manifest last; built in memory so a bad argument writes nothing."""
     tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}

@@ -35,7 +35,9 @@ def quality_arg(text: str) -> int:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, -o, --force, --tile and --device: shared by compress and decompress."""
     parser.add_argument(
-        "--model", required=True, help="an export bundle or codec family directory (shrink export [--family])"
+        "--model",
+        required=True,
+        help="an export bundle or codec family (shrink export [--family]), or a training checkpoint",
     )
     parser.add_argument(
         "-o", "--output", required=True, type=output_file_or_dir, help="output file (or directory: see above)"
