@@ -161,7 +161,8 @@ JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boo
 
 
 def load_curves(path: str | Path) -> dict[str, RDCurve]:
-    """Curves of a file written by :func:`save_curves`, or of a file holding one bare curve dict.
+    """Curves of a file written by :func:`save_curves`, of a file holding one bare curve dict, or of a
+    CompressAI results file (:func:`curve_from_compressai`).
 
     Anything else (not JSON, a scalar, a curve without points or with a malformed point) is a ValueError
     naming the file and, where it applies, the curve.
@@ -173,6 +174,9 @@ def load_curves(path: str | Path) -> dict[str, RDCurve]:
     if not isinstance(data, dict):
         holds = JSON_TYPES.get(type(data), "a number")
         raise ValueError(f"{path}: neither a curves file nor a single curve (it holds {holds})")
+    if "results" in data:
+        curve = curve_from_compressai(path, data)
+        return {curve.name: curve}
     if "curves" in data:
         if not isinstance(data["curves"], dict):
             raise ValueError(f"{path}: 'curves' is not an object of named curves")
@@ -184,6 +188,40 @@ def load_curves(path: str | Path) -> dict[str, RDCurve]:
     if not raw:
         raise ValueError(f"{path}: no curves")
     return {name: _curve_from_file(path, name, curve) for name, curve in raw.items()}
+
+
+# CompressAI's results JSON ({"name", "description", "results": {"bpp": [...], ...}}): each metric's keys
+COMPRESSAI_KEYS = {"msssim": ("ms-ssim-rgb", "ms-ssim"), "psnr": ("psnr-rgb", "psnr")}
+
+
+def curve_from_compressai(path: str | Path, data: Mapping[str, Any]) -> RDCurve:
+    """The curve of a CompressAI results file (its published curves, e.g. ``results/image/kodak/jpeg.json``):
+    one point per entry, ordered by rate, quality unknown; MS-SSIM must lie in (0, 1) and every value be
+    finite."""
+    results, name = data["results"], data.get("name")
+    if not isinstance(results, dict) or not isinstance(name, str) or not name:
+        raise ValueError(f"{path}: a CompressAI results file needs a 'name' and a 'results' object")
+    columns = {"bpp": _compressai_column(path, results, ("bpp",))}
+    columns |= {metric: _compressai_column(path, results, keys) for metric, keys in COMPRESSAI_KEYS.items()}
+    if len({len(values) for values in columns.values()}) != 1:
+        raise ValueError(f"{path}: its bpp, MS-SSIM and PSNR lists differ in length")
+    if not all(0 < value < 1 for value in columns["msssim"]) or min(columns["bpp"]) <= 0:
+        raise ValueError(f"{path}: MS-SSIM must lie in (0, 1) and bpp be positive")
+    rows = sorted(zip(columns["bpp"], columns["msssim"], columns["psnr"], strict=True))
+    points = [RDPoint(None, rate, value, msssim_db(value), peak) for rate, value, peak in rows]
+    return RDCurve(name, points)
+
+
+def _compressai_column(path: str | Path, results: Mapping[str, Any], keys: tuple[str, ...]) -> list[float]:
+    key = next((key for key in keys if key in results), None)
+    if key is None:
+        raise ValueError(f"{path}: its results hold none of {', '.join(keys)}")
+    values = results[key]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{path}: results[{key!r}] is not a list of numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"{path}: results[{key!r}] holds a value that is not a finite number")
+    return [float(value) for value in values]
 
 
 def _curve_from_file(path: str | Path, name: str, data: Any) -> RDCurve:

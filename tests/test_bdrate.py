@@ -246,3 +246,42 @@ def test_absurd_rates_are_a_one_line_error_not_an_overflow(tmp_path, capsys) -> 
     assert main(["bdrate", str(tmp_path / "anchor.json"), str(tmp_path / "test.json")]) == 2
     err = capsys.readouterr().err
     assert "e^709" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def compressai_file(tmp_path, name: str, bpp, msssim, psnr, keys=("ms-ssim-rgb", "psnr-rgb")) -> str:
+    """A results file as CompressAI publishes them (results/image/kodak/*.json)."""
+    results = {"bpp": bpp, keys[0]: msssim, keys[1]: psnr, "encoding_time": [0.1] * len(bpp)}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "description": "test", "results": results}))
+    return str(path)
+
+
+def test_shrink_bdrate_reads_compressai_results_files(tmp_path, capsys) -> None:
+    msssim = [msssim_from_db(db) for db in ANCHOR_DB]
+    psnr = [24.0, 27.0, 30.0, 33.0, 36.0]
+    anchor = compressai_file(tmp_path, "JPEG", ANCHOR_BPP, msssim, psnr)
+    halved = [rate / 2 for rate in ANCHOR_BPP]  # reversed order and the older keys: both read
+    test = compressai_file(tmp_path, "half", halved[::-1], msssim[::-1], psnr[::-1], ("ms-ssim", "psnr"))
+    [curve] = load_curves(test).values()
+    assert curve.name == "half" and [p.bpp for p in curve.points] == halved
+    assert [p.msssim_db for p in curve.points] == pytest.approx(ANCHOR_DB)
+    assert main(["bdrate", anchor, test]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == "half" and row[1:5] == ["-50.00", "%", "-50.00", "%"]
+
+
+@pytest.mark.parametrize(
+    "results, message",
+    [
+        ({"bpp": [0.1, 0.2], "ms-ssim": [0.9, 0.95]}, "none of psnr-rgb, psnr"),
+        ({"bpp": [0.1, 0.2], "ms-ssim": [0.9], "psnr": [30, 31]}, "differ in length"),
+        ({"bpp": [0.1, 0.2], "ms-ssim": [0.9, 1.5], "psnr": [30, 31]}, "MS-SSIM must lie in (0, 1)"),
+        ({"bpp": [0.1, "x"], "ms-ssim": [0.9, 0.95], "psnr": [30, 31]}, "not a finite number"),
+    ],
+)
+def test_a_malformed_compressai_file_is_one_line_exit_2(tmp_path, capsys, results, message) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "bad", "results": results}))
+    assert main(["bdrate", str(path), str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and "bad.json" in err
