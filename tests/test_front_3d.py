@@ -1,5 +1,5 @@
-"""A study with decoder cost as a third objective: the report draws its 3-D Pareto front; a two-objective
-study gets none.
+"""A study with decoder cost as a third objective: the report draws its 3-D Pareto front, and the worker's
+hook stores it for optuna-dashboard; a two-objective study gets neither.
 
 The studies are in memory, their trials made with ``create_trial`` and the attributes the report reads, so
 the front is known by hand: trial 1 is dominated in (bpp, MS-SSIM) by trial 0 but has the cheaper decoder.
@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
+from shrink.compression.rd import RDCurve, RDPoint
+from shrink.dashboards import trial_artifacts
 from shrink.dashboards.report import FRONT_3D_SECTION, SECTIONS, ReportOptions, gather_report, render_report
 from shrink.dashboards.study_info import get_front_3d_info
+from shrink.dashboards.trial_artifacts import FRONT_3D_GRAPH_ID, RD_GRAPH_ID
+from shrink.search.cli._hooks import dashboard_hooks
 from shrink.search.records import DECODER_MACS_ATTR, RD_POINT_ATTR
+
+from .helpers import stored_graphs
 
 THREE = ["minimize", "maximize", "minimize"]
 NAMES = ["dev_bpp", "dev_msssim", "decoder_macs_per_pixel"]
@@ -28,6 +35,7 @@ TRIALS = [  # (bpp, MS-SSIM, decoder MACs/px, RecCNN width)
     (0.30, 0.90, 5000.0, 64),  # 3: front (lowest bpp)
 ]
 FRONT = {0, 1, 3}
+DEV_JPEG = RDCurve("jpeg", [RDPoint(q, b, m, -10, 30) for q, b, m in [(20, 0.2, 0.85), (80, 1.0, 0.97)]])
 
 
 def make_study(directions: list[str], names: list[str]) -> optuna.Study:
@@ -103,3 +111,34 @@ def test_the_report_of_two_objectives_has_no_3d_section(two_objectives):
     assert all(f'<h2 id="{key}">' in text for key in SECTIONS)
     divs = re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', text)
     assert divs and all(trace["type"] != "scatter3d" for div in divs for trace in plotted_traces(text, div))
+
+
+def run_trial_end_hook(study: optuna.Study, tmp_path, log=print) -> None:
+    handle = SimpleNamespace(study=study, dev_jpeg=DEV_JPEG)
+    dashboard_hooks(handle, tmp_path, log=log)["on_trial_end"](study.trials[-1])
+
+
+def test_the_worker_hook_stores_the_3d_front_for_three_objectives(three_objectives, tmp_path):
+    run_trial_end_hook(three_objectives, tmp_path)
+    graphs = stored_graphs(three_objectives)
+    assert set(graphs) == {RD_GRAPH_ID, FRONT_3D_GRAPH_ID}
+    traces = {trace["name"]: trace for trace in graphs[FRONT_3D_GRAPH_ID]["data"]}
+    assert traces["Pareto front"]["type"] == "scatter3d" and hovered_trials(traces["Pareto front"]) == FRONT
+
+
+def test_the_worker_hook_stores_no_3d_front_for_two_objectives(two_objectives, tmp_path):
+    run_trial_end_hook(two_objectives, tmp_path)
+    assert set(stored_graphs(two_objectives)) == {RD_GRAPH_ID}
+
+
+def test_a_plot_the_dashboard_cannot_store_is_logged_not_raised(three_objectives, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("storage gone")
+
+    monkeypatch.setattr(trial_artifacts, "save_plotly_graph_object", refuse)
+    lines = []
+    run_trial_end_hook(three_objectives, tmp_path, log=lines.append)
+    assert lines == [
+        "dashboard RD plot not stored (OSError: storage gone)",
+        "dashboard 3-D Pareto front not stored (OSError: storage gone)",
+    ]
