@@ -7,8 +7,17 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from shrink.compression.rd import RDCurve
+from shrink.search.spec import DECODER_COST_METRIC
 
-from .study_info import HypervolumeInfo, ImportanceInfo, LearningCurve, PruningSavings, TrialPoint
+from .study_info import (
+    HypervolumeInfo,
+    ImportanceInfo,
+    LearningCurve,
+    ObjectiveFrontInfo,
+    ObjectivePoint,
+    PruningSavings,
+    TrialPoint,
+)
 
 METRIC_LABELS = {"msssim": "MS-SSIM", "msssim_db": "MS-SSIM (dB)", "psnr": "PSNR (dB)"}
 CURVE_COLORS = {
@@ -23,6 +32,14 @@ EXTRA_COLORS = ("#ff7f0e", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 TRIAL_COLOR = "#8a8a8a"
 FRONT_COLOR = "#d62728"
 HEIGHT = 460
+HEIGHT_3D = 640
+OBJECTIVE_LABELS = {  # the study's metric names (spec.OBJECTIVE_MODES and the decoder cost) as axis labels
+    "dev_bpp": "dev bpp",
+    "dev_msssim": "dev MS-SSIM",
+    "dev_gain_db": "dev gain over JPEG (dB)",
+    "dev_rate_change": "dev rate vs JPEG",
+    DECODER_COST_METRIC: "decoder MACs/px",
+}
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, **extra) -> go.Figure:
@@ -101,6 +118,54 @@ def trial_trace(points: Sequence[TrialPoint], metric: str, front: bool) -> go.Sc
         line={"color": FRONT_COLOR, "width": 2},
         hovertext=[trial_hover(p) for p in chosen],
         hoverinfo="text",
+    )
+
+
+def objective_trace(points: Sequence[ObjectivePoint], front: bool) -> go.Scatter3d:
+    """The front's trials (red diamonds) or the others (grey), at their objective values; hover as in the
+    RD plots (trial number, RD point, decoder cost, params)."""
+    chosen = [p for p in points if p.on_front == front]
+    x, y, z = ([p.values[axis] for p in chosen] for axis in range(3))
+    return go.Scatter3d(
+        x=x,
+        y=y,
+        z=z,
+        mode="markers",
+        name="Pareto front" if front else "trials",
+        marker={
+            "size": 6 if front else 4,
+            "color": FRONT_COLOR if front else TRIAL_COLOR,
+            "symbol": "diamond" if front else "circle",
+        },
+        hovertext=[trial_hover(p) for p in chosen],
+        hoverinfo="text",
+    )
+
+
+def axis_title(name: str, direction: str) -> str:
+    label = OBJECTIVE_LABELS.get(name, name)
+    return f"{label} ({'lower' if direction == 'minimize' else 'higher'} is better)"
+
+
+def front_3d_figure(info: ObjectiveFrontInfo) -> go.Figure:
+    """The completed trials in the space of the study's three objectives, the Pareto front highlighted
+    (drag to turn it, scroll to zoom)."""
+    fig = go.Figure([objective_trace(info.points, front=False), objective_trace(info.points, front=True)])
+    x_title, y_title, z_title = map(axis_title, info.names, info.directions)
+    n_front = sum(p.on_front for p in info.points)
+    title = f"Pareto front in three objectives: {n_front} of {len(info.points)} trials"
+    return fig.update_layout(
+        template="plotly_white",
+        title={"text": title, "x": 0.01},
+        height=HEIGHT_3D,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        scene={
+            "xaxis_title": x_title,
+            "yaxis_title": y_title,
+            "zaxis_title": z_title,
+            "camera": {"eye": {"x": 1.6, "y": 1.6, "z": 0.9}},  # far enough that the axis titles fit
+        },
+        legend={"bgcolor": "rgba(255,255,255,0.75)"},
     )
 
 

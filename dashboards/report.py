@@ -4,7 +4,8 @@
 plain dataclasses; :func:`render_report` turns it into HTML with Plotly; :func:`write_report` does both and
 writes the page atomically. Sections (each an ``<h2>`` with the id in :data:`SECTIONS`): RD plots, BD-rates,
 bundles on another image set, refined trials on the test set, hypervolume, parameter importances, learning
-curves, pruning savings, gallery.
+curves, pruning savings, gallery; a study with three objectives (decoder cost the third) also gets
+:data:`FRONT_3D_SECTION`, its Pareto front in 3-D, after the RD plots.
 
 Baseline and bundle curves are cached in a JSON file (default: ``REPORT.cache.json`` beside the report; see
 :mod:`.cache`), never in the study: a report only reads the storage.
@@ -40,10 +41,12 @@ from .study_info import (
     HypervolumeInfo,
     ImportanceInfo,
     LearningCurve,
+    ObjectiveFrontInfo,
     PruningSavings,
     TrialPoint,
     front_curve,
     get_bd_rate_table,
+    get_front_3d_info,
     get_hypervolume_info,
     get_importance_info,
     get_learning_curves_info,
@@ -62,6 +65,7 @@ SECTIONS = {
     "pruning": "Pruning savings",
     "gallery": "Image gallery",
 }
+FRONT_3D_SECTION = ("front-3d", "Pareto front in three objectives")  # only for studies with three
 RD_METRICS = ("msssim", "msssim_db", "psnr")
 
 
@@ -109,6 +113,7 @@ class ReportData:
     savings: PruningSavings
     gallery: GalleryInfo
     notes: dict[str, list[str]] = field(default_factory=dict)  # section id -> notes
+    front_3d: ObjectiveFrontInfo | None = None  # None unless the study has three objectives
 
 
 # ---------------------------------------------------------------- gathering
@@ -192,6 +197,7 @@ def gather_report(
         savings=get_pruning_savings(study, budget or 0),
         gallery=gallery,
         notes=notes,
+        front_3d=get_front_3d_info(study),
     )
 
 
@@ -245,6 +251,18 @@ def _rd_section(data: ReportData) -> str:
             _front_table(data.front_table),
         ]
     return "\n".join(parts)
+
+
+def _front_3d_section(data: ReportData) -> str:
+    info = data.front_3d
+    intro = html.paragraph(
+        "The study minimises the decoder's cost too, so its Pareto front is Optuna's over all three "
+        "objectives: a trial is on it when no other trial is at least as good in each and better in one. "
+        "The RD plots above mark the same trials."
+    )
+    if not info.points:
+        return intro + html.note("no completed trial yet")
+    return intro + html.figure(plots.front_3d_figure(info), "plot-front-3d")
 
 
 def _bd_section(data: ReportData) -> str:
@@ -307,6 +325,7 @@ def _pruning_section(data: ReportData) -> str:
 
 RENDERERS = {
     "rd": _rd_section,
+    FRONT_3D_SECTION[0]: _front_3d_section,
     "bd-rate": _bd_section,
     "data-set": _data_section,
     "refined": lambda data: render_refined(data.refined),
@@ -318,9 +337,19 @@ RENDERERS = {
 }
 
 
+def report_sections(data: ReportData) -> dict[str, str]:
+    """:data:`SECTIONS`, with :data:`FRONT_3D_SECTION` after the RD plots when the study has three
+    objectives."""
+    if data.front_3d is None:
+        return SECTIONS
+    first, *rest = SECTIONS.items()
+    return dict([first, FRONT_3D_SECTION, *rest])
+
+
 def render_report(data: ReportData) -> str:
-    sections = [html.section(key, title, RENDERERS[key](data)) for key, title in SECTIONS.items()]
-    return html.page(f"shrink report: {data.study_name}", _header(data), list(SECTIONS.items()), sections)
+    shown = report_sections(data)
+    sections = [html.section(key, title, RENDERERS[key](data)) for key, title in shown.items()]
+    return html.page(f"shrink report: {data.study_name}", _header(data), list(shown.items()), sections)
 
 
 def write_report(

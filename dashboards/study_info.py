@@ -46,12 +46,56 @@ class TrialPoint(TrialResult):
 def get_rd_points_info(study: optuna.Study) -> list[TrialPoint]:
     """Every completed trial with an ``rd_point``, by trial number; front = ``study.best_trials``."""
     trials = completed_points(study)
-    front = {t.number for t in study.best_trials} if trials else set()
+    front = _front_numbers(study, trials)
     return [_trial_point(t, t.number in front) for t in sorted(trials, key=lambda t: t.number)]
+
+
+def _front_numbers(study: optuna.Study, trials: list[FrozenTrial]) -> set[int]:
+    """The numbers of ``study.best_trials`` (Optuna's front over all the study's objectives)."""
+    return {t.number for t in study.best_trials} if trials else set()
 
 
 def _trial_point(trial: FrozenTrial, on_front: bool) -> TrialPoint:
     return TrialPoint(**dict(read_trial_result(trial)), on_front=on_front)
+
+
+# ---------------------------------------------------------------- the front in three objectives
+
+
+class ObjectivePoint(TrialPoint):
+    """A completed trial's objective values (one per study direction) beside its result."""
+
+    values: list[float]
+
+
+@dataclass
+class ObjectiveFrontInfo:
+    """The completed trials in the space of the study's objectives: names and directions (``minimize`` /
+    ``maximize``) per axis, each trial's values, and whether it is on Optuna's front over all of them."""
+
+    names: list[str]
+    directions: list[str]
+    points: list[ObjectivePoint]
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's metric names (``study create`` sets them), else ``objective 0``, ``objective 1``, ..."""
+    return list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
+
+
+def get_front_3d_info(study: optuna.Study) -> ObjectiveFrontInfo | None:
+    """For a study with 3 objectives (``decoder_cost = "objective"`` with ``mode = "multi"``: dev bpp,
+    dev MS-SSIM, decoder MACs/px) its completed trials in objective space, by trial number; None for any
+    other number of objectives (their fronts are the RD plots' own)."""
+    if len(study.directions) != 3:
+        return None
+    trials = sorted(completed_points(study), key=lambda t: t.number)
+    front = _front_numbers(study, trials)
+    points = [
+        ObjectivePoint(**dict(_trial_point(t, t.number in front)), values=list(t.values)) for t in trials
+    ]
+    directions = [d.name.lower() for d in study.directions]
+    return ObjectiveFrontInfo(objective_names(study), directions, points)
 
 
 def front_curve(points: Iterable[TrialPoint], name: str = "Pareto front") -> RDCurve:

@@ -1,5 +1,6 @@
-"""What optuna-dashboard shows for a shrink study: a note and reconstruction crops per trial, and the
-study's RD plot against the dev JPEG curve. Workers call these through hooks the CLI wires in.
+"""What optuna-dashboard shows for a shrink study: a note and reconstruction crops per trial, the study's
+RD plot against the dev JPEG curve and, for a study with three objectives, its 3-D Pareto front (the
+dashboard's own Pareto view is 2-D). Workers call these through hooks the CLI wires in.
 
 Artifacts go to a file-system artifact store beside the storage (``<run root>/artifacts``); ``shrink
 dashboard`` opens optuna-dashboard with the same store.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -24,9 +26,10 @@ from shrink.search.records import RD_POINT_ATTR
 from shrink.search.results import format_rate
 
 from . import plots
-from .study_info import get_rd_points_info
+from .study_info import get_front_3d_info, get_rd_points_info
 
 RD_GRAPH_ID = "rd-vs-jpeg"
+FRONT_3D_GRAPH_ID = "pareto-front-3d"
 
 
 def artifact_dir(run_root: str | Path) -> Path:
@@ -83,3 +86,33 @@ def rd_figure(study: optuna.Study, dev_jpeg: RDCurve) -> go.Figure:
 
 def update_study_plot(study: optuna.Study, dev_jpeg: RDCurve) -> None:
     save_plotly_graph_object(study, rd_figure(study, dev_jpeg), graph_object_id=RD_GRAPH_ID)
+
+
+def front_3d_figure(study: optuna.Study) -> go.Figure | None:
+    """The report's 3-D Pareto front of a study with three objectives; None for any other study."""
+    info = get_front_3d_info(study)
+    return None if info is None else plots.front_3d_figure(info)
+
+
+def update_front_3d_plot(study: optuna.Study) -> bool:
+    """Store the 3-D front for optuna-dashboard; False (nothing stored) unless the study has three
+    objectives."""
+    figure = front_3d_figure(study)
+    if figure is None:
+        return False
+    save_plotly_graph_object(study, figure, graph_object_id=FRONT_3D_GRAPH_ID)
+    return True
+
+
+def update_study_plots(study: optuna.Study, dev_jpeg: RDCurve, log: Callable[[str], None] = print) -> None:
+    """After each trial: the RD plot, and the 3-D front when the study has three objectives. A failure is
+    logged, never raised: the trial is told already, and the worker goes on to the next."""
+    pushes = {
+        "RD plot": lambda: update_study_plot(study, dev_jpeg),
+        "3-D Pareto front": lambda: update_front_3d_plot(study),
+    }
+    for name, push in pushes.items():
+        try:
+            push()
+        except Exception as error:  # dashboard plots are extras, like the trial artifacts
+            log(f"dashboard {name} not stored ({type(error).__name__}: {error})")

@@ -36,6 +36,7 @@ OBJECTIVE_MODES = {  # objective.mode -> the study's directions and metric names
     "gain": (["maximize"], ["dev_gain_db"]),
     "rate": (["minimize"], ["dev_rate_change"]),
 }
+DECODER_COST_METRIC = "decoder_macs_per_pixel"  # the metric name of decoder_cost = "objective"
 
 
 class SpecError(ConfigError):
@@ -221,7 +222,7 @@ class ObjectiveSpec(Strict):
         """The study's directions and metric names: the mode's, then the decoder cost's when an objective."""
         directions, names = OBJECTIVE_MODES[self.mode]
         if self.decoder_cost == "objective":
-            return [*directions, "minimize"], [*names, "decoder_macs_per_pixel"]
+            return [*directions, "minimize"], [*names, DECODER_COST_METRIC]
         return list(directions), list(names)
 
     @property

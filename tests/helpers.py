@@ -11,6 +11,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState, create_trial
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
 from shrink.compression.config import TrainConfig
@@ -83,6 +84,13 @@ def storage_url(kind: str, tmp_path: Path) -> str:
 
 def load(url: str, name: str = "toy") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
+
+
+def stored_graphs(study: optuna.Study) -> dict[str, dict]:
+    """The plots optuna-dashboard shows for ``study`` (``save_plotly_graph_object``), by id, as JSON; it keeps
+    them in the study's system attributes, which Optuna 5 reads only through the storage."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return {key: json.loads(raw) for key, raw in get_plotly_graph_objects(attrs).items()}
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:

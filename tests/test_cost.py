@@ -15,12 +15,13 @@ from shrink.compression.models import build_model
 from shrink.compression.rd import RDCurve
 from shrink.dashboards.report import _front_table
 from shrink.dashboards.study_info import get_pruning_savings, get_rd_points_info
+from shrink.dashboards.trial_artifacts import FRONT_3D_GRAPH_ID
 from shrink.search.cli import main
 from shrink.search.records import DECODER_LIMIT_ATTR, DECODER_MACS_ATTR, DECODER_PARAMS_ATTR, DEV_JPEG_ATTR
 from shrink.search.results import format_front, front_rows
 from shrink.search.spec import SpecError, load_spec, validate_spec
 
-from .helpers import load, storage_url, write_spec
+from .helpers import load, storage_url, stored_graphs, write_spec
 
 
 def toy_model(ratio=2, com_width=8, rec_depth=3, rec_width=8, rec_norm="none") -> ModelConfig:
@@ -154,6 +155,7 @@ def test_decoder_cost_objective_makes_a_third_direction_and_value(tmp_path, imag
     assert "dec MACs/px" in format_front([row]) and f"{macs:,}" in format_front([row])
     assert "decoder MACs/px" in _front_table([row])
     assert get_rd_points_info(study)[0].decoder_macs_per_pixel == macs
+    assert FRONT_3D_GRAPH_ID in stored_graphs(study)  # the worker's hook pushed the 3-D front
     # the spec stored with the study reads back with its decoder cost
     assert load_spec(spec, ["objective.decoder_cost=objective"]).spec.objective.decoder_cost == "objective"
 

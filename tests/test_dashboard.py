@@ -61,6 +61,7 @@ def test_dashboard_lists_each_trials_artifacts_and_the_study_plot(tmp_path, imag
         assert names == [f"trial-{trial['number']}-crops.png", f"trial-{trial['number']}-rd.json"]
         assert f"## Trial {trial['number']}" in trial["note"]["body"]
     plots = {plot["id"]: json.loads(plot["graph_object"]) for plot in detail["plotly_graph_objects"]}
+    assert set(plots) == {"rd-vs-jpeg"}  # two objectives: no 3-D front
     names = [trace.get("name") for trace in plots["rd-vs-jpeg"]["data"]]
     assert names[0] == "JPEG (dev)" and "Pareto front" in names
     assert load(url).trials[0].user_attrs["rd_point"]["dev_bpp"] > 0
