@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,18 @@ def test_downscale_curve_shape_and_bytes(images: list[NamedImage]) -> None:
     for small, full in zip(curve.points, plain.points, strict=True):
         assert small.bpp < 0.5 * full.bpp  # a quarter of the pixels
         assert small.msssim < full.msssim
+
+
+def positive_finite_times(curve) -> bool:
+    """One (encoding, decoding) pair per point, each a positive, finite number of seconds."""
+    assert curve.times is not None and len(curve.times) == len(curve.points)
+    return all(0 < seconds < math.inf for pair in curve.times for seconds in pair)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_baseline_curves_time_the_encode_and_decode_of_each_point(images: list[NamedImage], threads) -> None:
+    assert positive_finite_times(codec_curve(images, "jpeg", QUALITIES, threads=threads))
+    assert positive_finite_times(downscale_curve(images, 2, "webp", QUALITIES, threads=threads))
 
 
 def test_downscale_ratio_one_is_the_plain_codec(images: list[NamedImage]) -> None:

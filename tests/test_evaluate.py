@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,15 @@ def test_untrained_model_reproduces_the_downscale_baseline_exactly(image_folder:
     baseline = downscale_curve(images, ratio, codec, [20, 60])
     assert ours.per_image == baseline.per_image
     assert ours.points == baseline.points
+
+
+def test_evaluation_times_the_encode_and_decode_of_each_point(image_folder: Path):
+    images = load_images(image_folder)
+    model = build_model(ModelConfig(ratio=2, comcnn={"width": 8}, reccnn={"depth": 3, "width": 8}))
+    curve = evaluate(model, images, [20, 60, 90], JpegCodec())
+    assert curve.times is not None and len(curve.times) == len(curve.points) == 3
+    assert all(0 < seconds < math.inf for pair in curve.times for seconds in pair)
+    assert all(set(row) == {"image", "quality", "bytes", "bpp", "msssim", "psnr"} for row in curve.per_image)
 
 
 def test_trained_weights_change_the_result(image_folder: Path):
