@@ -61,6 +61,17 @@ def resolve_codec(codec: Codec | str) -> Codec:
     return build_codec(config)
 
 
+def describe_baseline(name: str, data: str, n_images: int) -> str:
+    """A CompressAI results file's description of the baseline curve ``name`` ("jpeg", "down2-webp", ...)."""
+    codec = resolve_codec(name.split("-", 1)[-1])
+    steps = ("bicubic downscale + ", " + bicubic upscale") if name.startswith("down") else ("", "")
+    return (
+        f"shrink baselines: {name} on {data} ({n_images} images), {codec!r}. encoding_time, decoding_time: "
+        f"mean wall-clock seconds per image of {steps[0]}encode, and of decode{steps[1]}, each image on one "
+        "codec thread"
+    )
+
+
 def _as_float(image: NamedImage) -> torch.Tensor:
     return (image.pixels.float() / 255.0)[None]
 

@@ -92,6 +92,16 @@ class FileEvaluation:
     config: TrainConfig
     meta: dict[str, str]  # what was evaluated on what: checkpoint, data (and a bundle's bundle_sha256)
 
+    @property
+    def description(self) -> str:
+        """A CompressAI results file's description of the curve: what was evaluated, how it was timed."""
+        what = ", ".join(f"{key} {value}" for key, value in self.meta.items())
+        codec = self.config.codec.name
+        return (
+            f"shrink eval: {what}. encoding_time, decoding_time: mean wall-clock seconds per image (batch 1, "
+            f"CPU) of the encode (ComCNN + {codec}) and of the decode ({codec} + bicubic upscale + RecCNN)"
+        )
+
 
 def evaluate_file(
     path: str | Path, data: str | Path, qualities: Iterable[int], name: str = "shrink", progress: bool = False
