@@ -2,7 +2,7 @@
 JSON or CompressAI's results JSON) and reference sets shipped as data (``--reference``).
 
 The one shipped set, ``compressai-kodak``, is CompressAI's published Kodak curves, copied verbatim into
-``reference/compressai_kodak/`` with their source, commits and licence (README.md and LICENSE there).
+``reference-curves/compressai-kodak/`` with their source, commits and licence (README.md and LICENSE there).
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ from pathlib import Path
 
 from shrink.compression.rd import RDCurve, load_curves
 
-REFERENCE_FOLDER = Path(__file__).parent / "reference"
+REFERENCE_FOLDER = Path(__file__).parent / "reference-curves"  # a folder per set, named as the set
 
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    folder: str  # under REFERENCE_FOLDER
     source: str  # appended to each legend label
     labels: dict[str, str]  # file -> legend label
 
 
 REFERENCE_SETS = {
     "compressai-kodak": ReferenceSet(
-        "compressai_kodak",
         "CompressAI, Kodak",
         {
             "jpeg.json": "JPEG",
@@ -53,7 +51,7 @@ def reference_curves(name: str) -> dict[str, RDCurve]:
     reference = REFERENCE_SETS[name]
     curves = {}
     for file, label in reference.labels.items():
-        [curve] = load_curves(REFERENCE_FOLDER / reference.folder / file).values()
+        [curve] = load_curves(REFERENCE_FOLDER / name / file).values()
         curves[f"{label} ({reference.source})"] = renamed(curve, f"{label} ({reference.source})")
     return curves
 

@@ -10,7 +10,7 @@ import pytest
 
 from shrink.dashboards.references import REFERENCE_FOLDER, REFERENCE_SETS, reference_curves
 
-KODAK = REFERENCE_FOLDER / "compressai_kodak"
+KODAK = REFERENCE_FOLDER / "compressai-kodak"
 EXPECTED = [
     "JPEG (CompressAI, Kodak)",
     "WebP (CompressAI, Kodak)",
