@@ -58,7 +58,8 @@ def reference_curves(name: str) -> dict[str, RDCurve]:
 
 def get_extra_curves_info(files: Sequence[Path], references: Sequence[str]) -> dict[str, RDCurve]:
     """Every curve of ``files`` (named "CURVE (FILE NAME)", so a legend says where it came from), then the
-    curves of each reference set; a missing or malformed file is a ValueError naming it."""
+    curves of each reference set; a malformed file is a ValueError naming it, a missing one is
+    FileNotFoundError."""
     curves: dict[str, RDCurve] = {}
     for path in files:
         for name, curve in load_curves(path).items():
