@@ -5,6 +5,10 @@ Rates are ``len()`` of the real file over the ORIGINAL W x H; reconstructions ar
 decoded PNG would be, and measured on full images (batch size 1) against the original. A point is the mean
 over images of bpp, MS-SSIM and PSNR, with MS-SSIM dB computed from the mean MS-SSIM (see :mod:`.rd`);
 per-image rows are kept in ``RDCurve.per_image``. Codec work runs in a thread pool across images.
+
+Each row also times the file's encode (for the downscale curves: with the downscale) and decode (with the
+upscale), wall-clock on its worker thread: the curve's :attr:`~.rd.RDCurve.times`, which ``shrink baselines
+--compressai-dir`` writes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from .codecs import REFERENCE_CODECS, Codec, build_codec, default_codec_threads, from_uint8, to_uint8
 from .config import CodecConfig
 from .data import NamedImage
-from .rd import RDCurve, curve_from_rows, measure
+from .rd import RDCurve, curve_from_rows, measure, time_row, timed
 from .resample import bicubic_down, bicubic_up, pad_to_multiple, quantize_8bit
 
 # Default quality grids by curve kind ("down" = downscale + codec): 5..95 in steps of 5 for every curve.
@@ -57,6 +61,17 @@ def resolve_codec(codec: Codec | str) -> Codec:
     return build_codec(config)
 
 
+def describe_baseline(name: str, data: str, n_images: int) -> str:
+    """A CompressAI results file's description of the baseline curve ``name`` ("jpeg", "down2-webp", ...)."""
+    codec = resolve_codec(name.split("-", 1)[-1])
+    steps = ("bicubic downscale + ", " + bicubic upscale") if name.startswith("down") else ("", "")
+    return (
+        f"shrink baselines: {name} on {data} ({n_images} images), {codec!r}. encoding_time, decoding_time: "
+        f"mean wall-clock seconds per image of {steps[0]}encode, and of decode{steps[1]}, each image on one "
+        "codec thread"
+    )
+
+
 def _as_float(image: NamedImage) -> torch.Tensor:
     return (image.pixels.float() / 255.0)[None]
 
@@ -75,8 +90,10 @@ def _codec_rows(image: NamedImage, codec: Codec, qualities: Sequence[int]) -> li
     array = image.pixels.permute(1, 2, 0).contiguous().numpy()
     rows = []
     for quality in qualities:
-        decoded, nbytes = codec.round_trip(array, int(quality))
-        rows.append(measure(image.name, quality, nbytes, from_uint8(decoded)[None], x))
+        data, encoding = timed(codec.encode, array, int(quality))
+        decoded, decoding = timed(codec.decode, data)
+        row = measure(image.name, quality, len(data), from_uint8(decoded)[None], x)
+        rows.append(row | time_row(encoding, decoding))
     return rows
 
 
@@ -91,14 +108,20 @@ def _downscale_rows(image: NamedImage, ratio: int, codec: Codec, qualities: Sequ
     x = _as_float(image)
     height, width = image.size
     padded_size = (height + (-height) % ratio, width + (-width) % ratio)
-    compact = downscale_compact(image, ratio)
+    compact, downscaling = timed(downscale_compact, image, ratio)
     rows = []
     for quality in qualities:
-        decoded, nbytes = codec.round_trip(compact, int(quality))
-        up = bicubic_up(from_uint8(decoded)[None], padded_size)
-        x_hat = quantize_8bit(up[..., :height, :width])
-        rows.append(measure(image.name, quality, nbytes, x_hat, x))
+        data, encoding = timed(codec.encode, compact, int(quality))
+        x_hat, decoding = timed(_upscaled, codec, data, padded_size, image.size)
+        row = measure(image.name, quality, len(data), x_hat, x)
+        rows.append(row | time_row(downscaling + encoding, decoding))
     return rows
+
+
+def _upscaled(codec: Codec, data: bytes, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The downscale baseline's reconstruction of its file: decode, bicubic upscale, crop, round."""
+    up = bicubic_up(from_uint8(codec.decode(data))[None], padded)
+    return quantize_8bit(up[..., : size[0], : size[1]])
 
 
 def _curve(name: str, per_image: list[list[Row]]) -> RDCurve:

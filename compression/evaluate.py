@@ -3,7 +3,9 @@
 Each image is padded to a multiple of the ratio, compressed by the ComCNN, stored as a real file by the codec
 (:func:`api.compact_bytes`: a shrink file without its header; its ``len()`` is the rate), decoded, upscaled,
 corrected by the RecCNN, cropped back and rounded to 8 bits as a decompressed PNG would be. bpp is over the
-original W x H.
+original W x H. Each per-image row also times its file's encode (ComCNN and codec) and decode (codec, bicubic
+and RecCNN), batch size 1, as ``shrink compress``/``decompress`` run them: the curve's
+:attr:`~.rd.RDCurve.times`, which ``shrink eval --compressai-json`` writes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .codecs import Codec, JpegCodec, build_codec, from_uint8
 from .config import TrainConfig
 from .data import NamedImage, load_images
 from .models import ShrinkModel
-from .rd import RDCurve, curve_from_rows, measure
+from .rd import RDCurve, curve_from_rows, measure, time_row, timed
 from .resample import quantize_8bit
 
 
@@ -41,11 +43,22 @@ def reconstruct_bytes(
 
 @torch.no_grad()
 def evaluate_image(model: ShrinkModel, image: NamedImage, codec: Codec, quality: int) -> dict:
+    """The :func:`.rd.measure` row of one image at ``quality``, with its encoding and decoding seconds."""
     device = next(model.parameters()).device
     x = (image.pixels.float() / 255.0)[None].to(device)
-    data = compact_bytes(model, image.pixels, codec, quality, tile=0)  # the whole image at once
-    x_hat = reconstruct_bytes(model, data, codec, image.size, quality)
-    return measure(image.name, quality, len(data), x_hat, x)
+    data, encoding = timed(compact_bytes, model, image.pixels, codec, quality, 0)  # the whole image at once
+    x_hat, decoding = timed(_finished_reconstruction, model, data, codec, image.size, quality)
+    return measure(image.name, quality, len(data), x_hat, x) | time_row(encoding, decoding)
+
+
+def _finished_reconstruction(
+    model: ShrinkModel, data: bytes, codec: Codec, size: tuple[int, int], quality: int
+) -> torch.Tensor:
+    """:func:`reconstruct_bytes`, returning once the device has finished it (so a timer around it is true)."""
+    x_hat = reconstruct_bytes(model, data, codec, size, quality)
+    if x_hat.is_cuda:
+        torch.cuda.synchronize(x_hat.device)
+    return x_hat
 
 
 def evaluate(
@@ -78,6 +91,16 @@ class FileEvaluation:
     jpeg: RDCurve  # at the JPEG baseline's qualities
     config: TrainConfig
     meta: dict[str, str]  # what was evaluated on what: checkpoint, data (and a bundle's bundle_sha256)
+
+    @property
+    def description(self) -> str:
+        """A CompressAI results file's description of the curve: what was evaluated, how it was timed."""
+        what = ", ".join(f"{key} {value}" for key, value in self.meta.items())
+        codec = self.config.codec.name
+        return (
+            f"shrink eval: {what}. encoding_time, decoding_time: mean wall-clock seconds per image (batch 1, "
+            f"CPU) of the encode (ComCNN + {codec}) and of the decode ({codec} + bicubic upscale + RecCNN)"
+        )
 
 
 def evaluate_file(

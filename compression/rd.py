@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -24,6 +25,9 @@ from .files import atomic_write_text
 from .metrics import bpp, ms_ssim, msssim_db, psnr
 
 METRICS = ("msssim", "msssim_db", "psnr")
+# Per-image row keys of the seconds a file's encode and decode took (CompressAI's result keys for their means)
+TIME_KEYS = ("encoding_time", "decoding_time")
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -49,11 +53,23 @@ class RDPoint:
         )
 
 
+class PointTimes(NamedTuple):
+    """A point's mean wall-clock seconds per image to encode an image into its file and decode it back."""
+
+    encoding: float
+    decoding: float
+
+
 @dataclass
 class RDCurve:
+    """A named curve; ``times`` (one per point, where the curve was measured here or read from a CompressAI
+    file) lives in memory only: our curve JSON never holds it, so files, bundles and stored trials stay
+    reproducible to the byte."""
+
     name: str
     points: list[RDPoint]
     per_image: list[dict[str, Any]] | None = field(default=None)
+    times: list[PointTimes] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "points": [p.to_dict() for p in self.points]}
@@ -89,6 +105,18 @@ def measure(image: str, quality: int, nbytes: int, x_hat, x) -> dict[str, Any]:
         "msssim": float(ms_ssim(x_hat, x)[0]),
         "psnr": float(psnr(x_hat, x)[0]),
     }
+
+
+def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float]:
+    """(``function(*args)``, the wall-clock seconds it took)."""
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def time_row(encoding: float, decoding: float) -> dict[str, float]:
+    """The :data:`TIME_KEYS` of a per-image row: seconds to encode the image into its file, and to decode."""
+    return dict(zip(TIME_KEYS, (encoding, decoding), strict=True))
 
 
 def mean_point(results: Iterable[RDPoint | Mapping[str, Any]], quality: int | None = None) -> RDPoint:
@@ -140,13 +168,26 @@ def operating_gain(curve: RDCurve, anchor: RDCurve) -> float:
 
 
 def curve_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> RDCurve:
-    """One point per quality (ascending) from per-image rows with quality, bpp, msssim and psnr."""
+    """One point per quality (ascending) from per-image rows with quality, bpp, msssim and psnr. Rows that
+    also carry :data:`TIME_KEYS` give the curve its :attr:`RDCurve.times` (the means per quality); the
+    curve's per-image rows leave them out, so only the timing varies from run to run, never a file."""
     rows = [dict(row) for row in rows]
     by_quality: dict[int | None, list[dict[str, Any]]] = {}
     for row in rows:
         by_quality.setdefault(row.get("quality"), []).append(row)
     order = sorted(by_quality, key=lambda q: (q is None, q if q is not None else 0))
-    return RDCurve(name, [point_from_rows(by_quality[q], q) for q in order], per_image=rows)
+    points = [point_from_rows(by_quality[q], q) for q in order]
+    times = [point_times(by_quality[q]) for q in order]
+    per_image = [{key: value for key, value in row.items() if key not in TIME_KEYS} for row in rows]
+    return RDCurve(name, points, per_image, None if None in times else times)
+
+
+def point_times(rows: Iterable[Mapping[str, Any]]) -> PointTimes | None:
+    """The mean encoding and decoding seconds of rows that all carry :data:`TIME_KEYS`, else None."""
+    rows = list(rows)
+    if not rows or not all(key in row for row in rows for key in TIME_KEYS):
+        return None
+    return PointTimes(*(float(np.mean([row[key] for row in rows])) for key in TIME_KEYS))
 
 
 def save_curves(
@@ -194,22 +235,46 @@ def load_curves(path: str | Path) -> dict[str, RDCurve]:
 COMPRESSAI_KEYS = {"msssim": ("ms-ssim-rgb", "ms-ssim"), "psnr": ("psnr-rgb", "psnr")}
 
 
+def compressai_results(curve: RDCurve, description: str = "") -> dict[str, Any]:
+    """``curve`` as CompressAI's results JSON: bpp, psnr-rgb and ms-ssim-rgb (0..1, not dB) in point order,
+    and, where the curve has :attr:`RDCurve.times`, encoding_time and decoding_time (mean seconds per
+    image). :func:`curve_from_compressai` reads it back; CompressAI's own plotting reads it too."""
+    values = {"bpp": [p.bpp for p in curve.points], "psnr-rgb": [p.psnr for p in curve.points]}
+    values["ms-ssim-rgb"] = [p.msssim for p in curve.points]
+    if curve.times is not None:
+        values |= {key: [float(t[index]) for t in curve.times] for index, key in enumerate(TIME_KEYS)}
+    if not all(math.isfinite(value) for column in values.values() for value in column):
+        raise ValueError(f"curve {curve.name!r} holds a value that is not finite (CompressAI JSON has none)")
+    return {"name": curve.name, "description": description, "results": values}
+
+
+def save_compressai(path: str | Path, curve: RDCurve, description: str = "") -> Path:
+    """Write :func:`compressai_results` of ``curve`` as JSON, atomically: one curve a file, as CompressAI."""
+    return atomic_write_text(path, json.dumps(compressai_results(curve, description), indent=2) + "\n")
+
+
 def curve_from_compressai(path: str | Path, data: Mapping[str, Any]) -> RDCurve:
     """The curve of a CompressAI results file (its published curves, e.g. ``results/image/kodak/jpeg.json``):
-    one point per entry, ordered by rate, quality unknown; MS-SSIM must lie in (0, 1) and every value be
-    finite."""
+    one point per entry, ordered by rate, quality unknown, with its times where it has both time lists;
+    MS-SSIM must lie in (0, 1) and every value be finite."""
     results, name = data["results"], data.get("name")
     if not isinstance(results, dict) or not isinstance(name, str) or not name:
         raise ValueError(f"{path}: a CompressAI results file needs a 'name' and a 'results' object")
     columns = {"bpp": _compressai_column(path, results, ("bpp",))}
     columns |= {metric: _compressai_column(path, results, keys) for metric, keys in COMPRESSAI_KEYS.items()}
+    if all(key in results for key in TIME_KEYS):
+        columns |= {key: _compressai_column(path, results, (key,)) for key in TIME_KEYS}
     if len({len(values) for values in columns.values()}) != 1:
-        raise ValueError(f"{path}: its bpp, MS-SSIM and PSNR lists differ in length")
+        lists = "bpp, MS-SSIM, PSNR and time" if TIME_KEYS[0] in columns else "bpp, MS-SSIM and PSNR"
+        raise ValueError(f"{path}: its {lists} lists differ in length")
     if not all(0 < value < 1 for value in columns["msssim"]) or min(columns["bpp"]) <= 0:
         raise ValueError(f"{path}: MS-SSIM must lie in (0, 1) and bpp be positive")
-    rows = sorted(zip(columns["bpp"], columns["msssim"], columns["psnr"], strict=True))
-    points = [RDPoint(None, rate, value, msssim_db(value), peak) for rate, value, peak in rows]
-    return RDCurve(name, points)
+    rate, quality, peak = columns["bpp"], columns["msssim"], columns["psnr"]
+    order = sorted(range(len(rate)), key=lambda i: (rate[i], quality[i], peak[i]))
+    points = [RDPoint(None, rate[i], quality[i], msssim_db(quality[i]), peak[i]) for i in order]
+    if TIME_KEYS[0] not in columns:
+        return RDCurve(name, points)
+    return RDCurve(name, points, times=[PointTimes(*(columns[key][i] for key in TIME_KEYS)) for i in order])
 
 
 def _compressai_column(path: str | Path, results: Mapping[str, Any], keys: tuple[str, ...]) -> list[float]:

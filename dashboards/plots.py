@@ -29,6 +29,8 @@ CURVE_COLORS = {
 }
 DOWNSCALE_COLOR = "#2ca02c"
 EXTRA_COLORS = ("#ff7f0e", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+# curves from elsewhere (--curves, --reference): dark shades, apart from the baselines' and bundles' colours
+EXTRA_CURVE_COLORS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
 TRIAL_COLOR = "#8a8a8a"
 FRONT_COLOR = "#d62728"
 HEIGHT = 460
@@ -79,6 +81,15 @@ def curve_trace(curve: RDCurve, metric: str, color: str, dash: str = "solid") ->
         hovertemplate=f"{curve.name}%{{customdata}}<br>bpp %{{x:.4f}}<br>{METRIC_LABELS[metric]} "
         f"%{{y:.4f}}<extra></extra>",
     )
+
+
+def add_extra_curves(fig: go.Figure, curves: Mapping[str, RDCurve] | None, metric: str) -> None:
+    """Curves from elsewhere (``--curves`` files, ``--reference`` sets): thin dashed lines and open markers,
+    drawn under ours and listed after them in the legend."""
+    for index, curve in enumerate((curves or {}).values()):
+        trace = curve_trace(curve, metric, EXTRA_CURVE_COLORS[index % len(EXTRA_CURVE_COLORS)], dash="dash")
+        trace.update(line={"width": 1.5}, marker={"size": 5, "symbol": "circle-open"}, legendrank=2000)
+        fig.add_trace(trace)
 
 
 def format_params(params: Mapping) -> str:
@@ -194,11 +205,14 @@ def rd_figure(
     metric: str,
     title: str,
     bundles: Mapping[str, RDCurve] | None = None,
+    extra_curves: Mapping[str, RDCurve] | None = None,
 ) -> go.Figure:
-    """Completed trials, the Pareto front, baseline curves (dotted) and bundle curves on one plot."""
+    """Completed trials, the Pareto front, baseline curves (dotted), bundle curves and curves from elsewhere
+    (``extra_curves``, :func:`add_extra_curves`) on one plot."""
     fig = go.Figure()
     for index, (name, curve) in enumerate(baselines.items()):
         fig.add_trace(curve_trace(curve, metric, curve_color(name, index), dash="dot"))
+    add_extra_curves(fig, extra_curves, metric)
     for index, curve in enumerate((bundles or {}).values()):
         fig.add_trace(curve_trace(curve, metric, EXTRA_COLORS[index % len(EXTRA_COLORS)], dash="dash"))
     fig.add_trace(trial_trace(points, metric, front=False))
@@ -211,12 +225,18 @@ def rd_figure(
 
 
 def curves_figure(
-    tests: Mapping[str, RDCurve], baselines: Mapping[str, RDCurve], metric: str, title: str
+    tests: Mapping[str, RDCurve],
+    baselines: Mapping[str, RDCurve],
+    metric: str,
+    title: str,
+    extra_curves: Mapping[str, RDCurve] | None = None,
 ) -> go.Figure:
-    """Test curves (bundles) as solid lines over dotted baseline curves."""
+    """Test curves (bundles) as solid lines over dotted baseline curves and curves from elsewhere
+    (``extra_curves``, :func:`add_extra_curves`)."""
     fig = go.Figure()
     for index, (name, curve) in enumerate(baselines.items()):
         fig.add_trace(curve_trace(curve, metric, curve_color(name, index), dash="dot"))
+    add_extra_curves(fig, extra_curves, metric)
     for index, curve in enumerate(tests.values()):
         trace = curve_trace(curve, metric, EXTRA_COLORS[index % len(EXTRA_COLORS)])
         trace.update(line={"width": 3}, marker={"size": 7})

@@ -7,7 +7,7 @@ baselines on the same test images, BD-rates, and whether the search's ranking pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -81,7 +81,7 @@ def get_refined_info(
     return info
 
 
-def render_refined(info: RefinedInfo) -> str:
+def render_refined(info: RefinedInfo, extra_curves: Mapping[str, RDCurve] | None = None) -> str:
     parts = [html.note(n) for n in info.notes]
     if info.fidelity:
         rows = [list(row) for row in info.fidelity]
@@ -95,7 +95,7 @@ def render_refined(info: RefinedInfo) -> str:
         )
         for metric in ("msssim_db", "psnr"):
             title = f"Refined members, their envelope and baselines: bpp vs {plots.METRIC_LABELS[metric]}"
-            fig = plots.curves_figure(info.tests, info.baselines, metric, title)
+            fig = plots.curves_figure(info.tests, info.baselines, metric, title, extra_curves)
             parts.append(html.figure(fig, f"plot-refined-{metric}"))
         if info.bd_rows:
             parts.append(html.bd_table(info.bd_rows))

@@ -5,7 +5,9 @@ plain dataclasses; :func:`render_report` turns it into HTML with Plotly; :func:`
 writes the page atomically. Sections (each an ``<h2>`` with the id in :data:`SECTIONS`): RD plots, BD-rates,
 bundles on another image set, refined trials on the test set, hypervolume, parameter importances, learning
 curves, pruning savings, gallery; a study with three objectives (decoder cost the third) also gets
-:data:`FRONT_3D_SECTION`, its Pareto front in 3-D, after the RD plots.
+:data:`FRONT_3D_SECTION`, its Pareto front in 3-D, after the RD plots. Curves from elsewhere (``--curves``
+files, ``--reference`` sets, see :mod:`.references`) are drawn on every RD plot, dashed, and left out of the
+BD-rate tables (their images are not the report's).
 
 Baseline and bundle curves are cached in a JSON file (default: ``REPORT.cache.json`` beside the report; see
 :mod:`.cache`), never in the study: a report only reads the storage.
@@ -35,6 +37,7 @@ from . import html, plots
 from .cache import CurveCache
 from .curves import ALL_BASELINES, baseline_curves, bundle_curves, dev_baselines, find_bundles
 from .gallery import GalleryInfo, get_gallery_info
+from .references import get_extra_curves_info
 from .refined import RefinedInfo, get_refined_info, render_refined
 from .study_info import (
     BDRateRow,
@@ -67,6 +70,11 @@ SECTIONS = {
 }
 FRONT_3D_SECTION = ("front-3d", "Pareto front in three objectives")  # only for studies with three
 RD_METRICS = ("msssim", "msssim_db", "psnr")
+EXTRA_CURVES_NOTE = (
+    "The thin dashed curves with open markers (--curves, --reference) are drawn as read: measured on their "
+    "own images (CompressAI's on Kodak), they compare with ours only on the same images, and are left out "
+    "of the BD-rate tables."
+)
 
 
 @dataclass
@@ -80,6 +88,8 @@ class ReportOptions:
     crop: int = 128
     roots: list[Path] = field(default_factory=lambda: [Path.cwd()])  # for relative checkpoint paths
     storage_label: str = ""
+    curves: list[Path] = field(default_factory=list)  # curve files (ours or CompressAI's) to draw beside ours
+    references: list[str] = field(default_factory=list)  # shipped reference sets to draw (REFERENCE_SETS)
 
 
 @dataclass
@@ -114,6 +124,7 @@ class ReportData:
     gallery: GalleryInfo
     notes: dict[str, list[str]] = field(default_factory=dict)  # section id -> notes
     front_3d: ObjectiveFrontInfo | None = None  # None unless the study has three objectives
+    extra_curves: dict[str, RDCurve] = field(default_factory=dict)  # --curves and --reference, drawn only
 
 
 # ---------------------------------------------------------------- gathering
@@ -159,8 +170,11 @@ def gather_report(
     """Everything the report shows, as plain data (measuring and caching baselines and bundles)."""
     options = options or ReportOptions()
     bundles = find_bundles(options.bundles)  # a wrong folder fails before anything is measured
+    extra_curves = get_extra_curves_info(options.curves, options.references)  # so does a bad curve file
     cache = CurveCache(options.cache)
     notes: dict[str, list[str]] = {key: [] for key in SECTIONS}
+    if extra_curves:
+        notes["rd"].append(EXTRA_CURVES_NOTE)
     spec = stored_spec(study)
     points = get_rd_points_info(study)
     log(f"report: {len(points)} completed trials; dev baselines")
@@ -198,6 +212,7 @@ def gather_report(
         gallery=gallery,
         notes=notes,
         front_3d=get_front_3d_info(study),
+        extra_curves=extra_curves,
     )
 
 
@@ -243,7 +258,9 @@ def _rd_section(data: ReportData) -> str:
     titles = {"msssim": "MS-SSIM", "msssim_db": "MS-SSIM (dB)", "psnr": "PSNR"}
     for metric in RD_METRICS:
         title = f"Dev bpp vs {titles[metric]}"
-        fig = plots.rd_figure(data.points, data.dev_baselines, metric, title, data.dev_bundles)
+        fig = plots.rd_figure(
+            data.points, data.dev_baselines, metric, title, data.dev_bundles, data.extra_curves
+        )
         parts.append(html.figure(fig, f"plot-rd-{metric}"))
     if data.front_table:
         parts += [
@@ -279,13 +296,12 @@ def _data_section(data: ReportData) -> str:
         return html.note("no other image set: run with --data DIR (e.g. Kodak) and --bundles DIR")
     parts = [html.paragraph(f"{info.n_images} images from {info.folder}.")]
     parts += [html.note(n) for n in info.notes]
+    if data.extra_curves:
+        parts.append(html.note(EXTRA_CURVES_NOTE))
     for metric in ("msssim_db", "psnr"):
         title = f"Bundles vs baselines on {Path(info.folder).name}: bpp vs {plots.METRIC_LABELS[metric]}"
-        parts.append(
-            html.figure(
-                plots.curves_figure(info.bundles, info.baselines, metric, title), f"plot-data-{metric}"
-            )
-        )
+        fig = plots.curves_figure(info.bundles, info.baselines, metric, title, data.extra_curves)
+        parts.append(html.figure(fig, f"plot-data-{metric}"))
     if info.bd_rows:
         parts.append(html.bd_table(info.bd_rows))
     return "\n".join(parts)
@@ -328,7 +344,7 @@ RENDERERS = {
     FRONT_3D_SECTION[0]: _front_3d_section,
     "bd-rate": _bd_section,
     "data-set": _data_section,
-    "refined": lambda data: render_refined(data.refined),
+    "refined": lambda data: render_refined(data.refined, data.extra_curves),
     "hypervolume": _hypervolume_section,
     "importance": _importance_section,
     "learning-curves": _learning_section,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,8 @@ from shrink.compression.baselines import (
 )
 from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.data import NamedImage, load_images
+from shrink.compression.rd import load_curves
+from shrink.search.cli import main
 
 from .conftest import shared_folder, textured_image
 
@@ -78,6 +82,18 @@ def test_downscale_curve_shape_and_bytes(images: list[NamedImage]) -> None:
         assert small.msssim < full.msssim
 
 
+def positive_finite_times(curve) -> bool:
+    """One (encoding, decoding) pair per point, each a positive, finite number of seconds."""
+    assert curve.times is not None and len(curve.times) == len(curve.points)
+    return all(0 < seconds < math.inf for pair in curve.times for seconds in pair)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_baseline_curves_time_the_encode_and_decode_of_each_point(images: list[NamedImage], threads) -> None:
+    assert positive_finite_times(codec_curve(images, "jpeg", QUALITIES, threads=threads))
+    assert positive_finite_times(downscale_curve(images, 2, "webp", QUALITIES, threads=threads))
+
+
 def test_downscale_ratio_one_is_the_plain_codec(images: list[NamedImage]) -> None:
     plain = codec_curve(images, "jpeg", [50], threads=1)
     same = downscale_curve(images, 1, "jpeg", [50], threads=2)
@@ -89,6 +105,21 @@ def test_run_baselines_names_and_grids(images: list[NamedImage]) -> None:
     assert list(curves) == ["jpeg", "down2-jpeg"]
     assert [p.quality for p in curves["jpeg"].points] == [30, 70]
     assert [p.quality for p in curves["down2-jpeg"].points] == [50, 90]
+
+
+def test_shrink_baselines_writes_one_compressai_file_per_curve(image_folder, tmp_path, capsys) -> None:
+    ours, folder = tmp_path / "baselines.json", tmp_path / "compressai"
+    argv = ["baselines", "--data", str(image_folder), "--codecs", "jpeg", "--json", str(ours)]
+    assert main([*argv, "--compressai-dir", str(folder)]) == 0
+    assert sorted(path.name for path in folder.iterdir()) == ["down2-jpeg.json", "jpeg.json"]
+    curves = load_curves(ours)
+    for path in folder.iterdir():
+        [read] = load_curves(path).values()
+        curve = curves[path.stem]
+        assert [(p.bpp, p.psnr) for p in read.points] == [(p.bpp, p.psnr) for p in curve.points]
+        assert positive_finite_times(read)
+    assert "bicubic downscale" in (folder / "down2-jpeg.json").read_text()
+    assert f"wrote {folder / 'jpeg.json'}" in capsys.readouterr().out
 
 
 # Reference figures on Kodak from shared/data/README.md (jpegli: the issue's figure).

@@ -9,8 +9,10 @@ import pytest
 from shrink.compression.bdrate import MIN_OVERLAP_DB, bd_rate, bd_rate_curves, quality_overlap, safe_bd_rate
 from shrink.compression.metrics import msssim_db, msssim_from_db
 from shrink.compression.rd import (
+    PointTimes,
     RDCurve,
     RDPoint,
+    compressai_results,
     curve_from_rows,
     gain_at_rate,
     load_curves,
@@ -20,6 +22,7 @@ from shrink.compression.rd import (
     operating_point,
     operating_rate_change,
     rate_at_metric,
+    save_compressai,
     save_curves,
 )
 from shrink.dashboards.study_info import get_bd_rate_table
@@ -135,6 +138,43 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     single = tmp_path / "single.json"
     single.write_text(json.dumps(one.to_dict()))
     assert load_curves(single) == {"jpeg": one}
+
+
+def test_timed_rows_give_a_curve_its_times_and_keep_them_out_of_its_rows() -> None:
+    rows = [
+        {"image": image, "quality": q, "bpp": q / 50, "msssim": 0.9, "psnr": 30.0, "encoding_time": t}
+        | {"decoding_time": t / 2}
+        for q, image, t in [(80, "a", 0.2), (20, "a", 0.1), (80, "b", 0.4), (20, "b", 0.3)]
+    ]
+    curve = curve_from_rows("timed", rows)
+    times = [seconds for pair in curve.times for seconds in pair]
+    assert times == pytest.approx([0.2, 0.1, 0.3, 0.15])  # by quality (20, 80), the mean over images
+    assert all("encoding_time" not in row and "decoding_time" not in row for row in curve.per_image)
+    assert "times" not in curve.to_dict() and curve == curve_from_rows("timed", curve.per_image)
+    assert curve_from_rows("untimed", curve.per_image).times is None
+
+
+def test_compressai_json_round_trip(tmp_path) -> None:
+    curve = _curve("shrink q1-q5", ANCHOR_BPP, ANCHOR_DB)
+    curve.times = [PointTimes(0.01 * i, 0.02 * i) for i in range(1, 6)]
+    path = tmp_path / "sub" / "shrink.json"
+    save_compressai(path, curve, "shrink eval of a test curve")
+    data = json.loads(path.read_text())
+    assert data["name"] == "shrink q1-q5" and data["description"] == "shrink eval of a test curve"
+    assert set(data["results"]) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+    assert data["results"]["ms-ssim-rgb"] == [p.msssim for p in curve.points]  # 0..1, not dB
+    [loaded] = load_curves(path).values()
+    assert loaded.name == curve.name and loaded.times == curve.times
+    for ours, theirs in zip(curve.points, loaded.points, strict=True):
+        assert theirs.quality is None  # CompressAI's format has no quality
+        assert (theirs.bpp, theirs.msssim, theirs.psnr) == (ours.bpp, ours.msssim, ours.psnr)
+        assert theirs.msssim_db == pytest.approx(ours.msssim_db)
+    assert [p.name for p in path.parent.iterdir()] == ["shrink.json"]  # atomic: no temp file left
+    curve.times = None
+    assert "encoding_time" not in compressai_results(curve)["results"]
+    curve.points[0].psnr = math.inf
+    with pytest.raises(ValueError, match="not finite"):
+        compressai_results(curve)
 
 
 def test_metric_at_rate_interpolates_and_clamps() -> None:
@@ -277,6 +317,11 @@ def test_shrink_bdrate_reads_compressai_results_files(tmp_path, capsys) -> None:
         ({"bpp": [0.1, 0.2], "ms-ssim": [0.9], "psnr": [30, 31]}, "differ in length"),
         ({"bpp": [0.1, 0.2], "ms-ssim": [0.9, 1.5], "psnr": [30, 31]}, "MS-SSIM must lie in (0, 1)"),
         ({"bpp": [0.1, "x"], "ms-ssim": [0.9, 0.95], "psnr": [30, 31]}, "not a finite number"),
+        (
+            {"bpp": [0.1, 0.2], "ms-ssim": [0.9, 0.95], "psnr": [30, 31]}
+            | {"encoding_time": [0.1], "decoding_time": [0.1, 0.2]},
+            "time lists differ in length",
+        ),
     ],
 )
 def test_a_malformed_compressai_file_is_one_line_exit_2(tmp_path, capsys, results, message) -> None:

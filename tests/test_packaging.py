@@ -8,6 +8,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 import shrink.compression
 import shrink.dashboards
 import shrink.search
@@ -26,3 +31,15 @@ def test_top_level_compression_is_never_our_folder():
     if sys.version_info >= (3, 14):
         assert spec is not None and "site-packages" not in str(spec.origin)
     assert spec is None or Path(spec.origin).parent != REPO / "compression"
+
+
+def test_package_data_ships_every_reference_curve_file_and_its_attribution():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["shrink.dashboards"]
+    shipped = {path for pattern in patterns for path in (REPO / "dashboards").glob(pattern)}
+    present = {path for path in (REPO / "dashboards" / "reference-curves").rglob("*") if path.is_file()}
+    assert len(present) >= 10 and shipped == present
+    assert all(
+        (folder / "README.md").is_file() and (folder / "LICENSE").is_file()
+        for folder in {p.parent for p in present}
+    )

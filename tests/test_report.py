@@ -20,11 +20,14 @@ from shrink.compression.bdrate import bd_rate_curves
 from shrink.compression.bundle import load_model
 from shrink.compression.codecs import JpegCodec, build_codec
 from shrink.compression.evaluate import evaluate_image
-from shrink.compression.rd import RDCurve, RDPoint
+from shrink.compression.metrics import msssim_db
+from shrink.compression.rd import RDCurve, RDPoint, save_compressai
 from shrink.compression.trainer import load_dev_images
 from shrink.dashboards.cache import CurveCache, cache_key
 from shrink.dashboards.gallery import get_gallery_info, operating_quality
-from shrink.dashboards.report import SECTIONS, ReportOptions, gather_report
+from shrink.dashboards.plots import curves_figure, rd_figure
+from shrink.dashboards.references import reference_curves
+from shrink.dashboards.report import EXTRA_CURVES_NOTE, SECTIONS, ReportOptions, gather_report, render_report
 from shrink.dashboards.study_info import (
     best_front_trial,
     front_curve,
@@ -292,3 +295,53 @@ def test_report_refuses_bad_input_with_exit_code_2(tmp_path, capsys, toy_study):
     err = capsys.readouterr().err
     assert "no study named 'nope'" in err and "--data-baselines needs --data" in err
     assert not Path(out).exists()
+
+
+# ---------------------------------------------------------------- curves from elsewhere
+
+
+def mine(tmp_path: Path) -> Path:
+    """A CompressAI results file of a made-up curve, as `shrink eval --compressai-json` writes them."""
+    points = [RDPoint(None, bpp, value, msssim_db(value), 30.0) for bpp, value in [(0.3, 0.95), (0.6, 0.98)]]
+    return save_compressai(tmp_path / "mine.json", RDCurve("mine", points))
+
+
+def test_extra_curves_are_thin_dashed_named_traces_on_the_rd_figures(tmp_path):
+    extra = reference_curves("compressai-kodak")
+    baselines = {"jpeg": RDCurve("jpeg", extra["JPEG (CompressAI, Kodak)"].points)}
+    rd = rd_figure([], baselines, "psnr", "", None, extra)
+    for fig in (rd, curves_figure({}, baselines, "psnr", "", extra)):
+        drawn = [trace for trace in fig.data if trace.name in extra]
+        assert [trace.name for trace in drawn] == list(extra)
+        assert all(trace.line.dash == "dash" and trace.line.width == 1.5 for trace in drawn)
+    assert len(rd_figure([], baselines, "psnr", "").data) == 3  # none without them: baseline, trials, front
+
+
+def test_the_report_draws_curves_files_and_references_outside_its_bd_tables(toy_study, tmp_path):
+    study, _, _ = toy_study
+    options = ReportOptions(cache=tmp_path / "cache.json", qualities=[30, 70], gallery_images=1)
+    options.curves, options.references = [mine(tmp_path)], ["compressai-kodak"]
+    data = gather_report(study, options, log=lambda _: None)
+    assert list(data.extra_curves) == ["mine (mine.json)", *reference_curves("compressai-kodak")]
+    assert not {name for row in data.bd_rows for name in (row.test, row.anchor)} & set(data.extra_curves)
+    assert EXTRA_CURVES_NOTE in data.notes["rd"]
+    page = render_report(data)
+    rd_plots = page.split('<h2 id="rd">', 1)[1].split('<h2 id="bd-rate">', 1)[0]
+    for name in data.extra_curves:  # one trace on each of the three RD plots
+        assert rd_plots.count(f'"name":"{name}"') == 3, name
+
+
+def test_report_refuses_a_bad_curves_file_in_one_line(tmp_path, capsys, toy_study):
+    _, url, _ = toy_study
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "bad", "results": {"bpp": [0.1], "ms-ssim": [2.0], "psnr": [30]}}')
+    argv = ["report", "--storage", url, "--study-name", "toy", "--out", str(tmp_path / "r.html")]
+    for extra, message in [
+        (["--curves", str(tmp_path / "absent.json")], f"--curves: no file {tmp_path / 'absent.json'}"),
+        (["--curves", str(bad)], f"{bad}: MS-SSIM must lie in (0, 1)"),
+        (["--reference", "kodak"], "argument --reference: invalid choice: 'kodak'"),
+    ]:
+        assert main([*argv, *extra, "--no-cache"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+    assert not (tmp_path / "r.html").exists()

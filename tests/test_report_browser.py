@@ -4,9 +4,9 @@ No browser-driver dependency: Chromium's own flags do the work. ``--dump-dom`` w
 prints the DOM once the page has loaded and its timers ran; a copy of the report gets a small probe script as
 the first thing in its <head> that records uncaught errors, rejected promises and ``console.error`` calls, and
 after load writes onto <html> what the test checks: the errors, for each Plotly div its number of
-``svg.main-svg`` and of drawn traces, the sections' boxes and the page height. Chromium's stderr log
-(``--enable-logging=stderr``) is searched for "Uncaught" as a second witness. ``--screenshot`` then keeps a
-PNG of the page (and one per section) under the test's tmp dir.
+``svg.main-svg``, of drawn traces and its legend's entries as drawn, the sections' boxes and the page height.
+Chromium's stderr log (``--enable-logging=stderr``) is searched for "Uncaught" as a second witness.
+``--screenshot`` then keeps a PNG of the page (and one per section) under the test's tmp dir.
 
 Run by hand on any report: ``python tests/test_report_browser.py REPORT.html OUT_DIR`` writes
 ``OUT_DIR/page.png`` and one PNG per section.
@@ -55,7 +55,10 @@ PROBE = """<script>
       document.querySelectorAll(".plotly-graph-div").forEach(function (div) {
         plots[div.id] = {
           svgs: div.querySelectorAll("svg.main-svg").length,
-          traces: div.querySelectorAll(".scatterlayer .trace, .barlayer .trace").length
+          traces: div.querySelectorAll(".scatterlayer .trace, .barlayer .trace").length,
+          legend: Array.prototype.map.call(div.querySelectorAll(".legendtext"), function (t) {
+            return t.textContent;
+          })
         };
       });
       document.querySelectorAll("h2[id]").forEach(function (h) {
@@ -180,7 +183,8 @@ def shoot_report(report: Path, out_dir: Path, browser: str | None = None) -> tup
 
 @pytest.fixture(scope="module")
 def browser_report(tmp_path_factory) -> Path:
-    """A report of the toy study helpers.py builds (once per session), with bundles and --data."""
+    """A report of the toy study helpers.py builds (once per session), with bundles and --data, and beside
+    ours a bundle's curve as CompressAI's JSON (``--curves``) and CompressAI's published Kodak curves."""
     from shrink.search.cli import main
 
     from .helpers import QUALITIES, export_front, shared_toy_study
@@ -188,10 +192,22 @@ def browser_report(tmp_path_factory) -> Path:
     url, images = shared_toy_study(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("browser-report")
     bundles = export_front(url, tmp / "bundles")
+    first = sorted(path for path in bundles.iterdir() if path.is_dir())[0]
+    theirs = tmp / "first-bundle.compressai.json"
+    evaluation = ["eval", str(first), "--data", str(images), "--qualities", "20", "80", "--name", "first"]
+    assert main([*evaluation, "--json", str(tmp / "first.json"), "--compressai-json", str(theirs)]) == 0
     out = tmp / "report.html"
     argv = ["report", "--storage", url, "--study-name", "toy", "--out", str(out), "--bundles", str(bundles)]
-    assert main([*argv, "--data", str(images), *QUALITIES]) == 0
+    extra = ["--curves", str(theirs), "--reference", "compressai-kodak"]
+    assert main([*argv, "--data", str(images), *QUALITIES, *extra]) == 0
     return out
+
+
+def extra_curve_names() -> list[str]:
+    """Legend names of the browser report's curves from elsewhere: its --curves file, then the references."""
+    from shrink.dashboards.references import reference_curves
+
+    return ["first (first-bundle.compressai.json)", *reference_curves("compressai-kodak")]
 
 
 @pytest.mark.slow
@@ -205,6 +221,11 @@ def test_report_loads_offline_in_chromium_with_every_plot_drawn_and_no_js_error(
     assert len(expected) >= 8 and sorted(found["plots"]) == sorted(expected)
     for div, drawn in found["plots"].items():
         assert drawn["svgs"] >= 1 and drawn["traces"] >= 1, (div, drawn)
+    rd_plots = [div for div in found["plots"] if div.startswith(("plot-rd-", "plot-data-"))]
+    assert len(rd_plots) == 5
+    for div in rd_plots:  # the curves from elsewhere are drawn, named in the legend as the browser shows it
+        legend = found["plots"][div]["legend"]
+        assert set(extra_curve_names()) <= set(legend) and len(extra_curve_names()) == 9, (div, legend)
     assert list(found["sections"]) == list(SECTIONS)
     assert all(height > 0 for _, height in found["sections"].values())
     for shot in shots:
@@ -229,7 +250,7 @@ def test_the_probe_catches_errors_and_undrawn_plots(tmp_path):
     assert any("bad thing" in e for e in found["errors"])
     assert any("undefinedFunction" in e for e in found["errors"])
     assert any("undefinedFunction" in line for line in found["uncaught"])
-    assert found["plots"] == {"plot-x": {"svgs": 0, "traces": 0}}
+    assert found["plots"] == {"plot-x": {"svgs": 0, "traces": 0, "legend": []}}
 
 
 if __name__ == "__main__":  # pragma: no cover - by hand: python tests/test_report_browser.py REPORT OUT_DIR

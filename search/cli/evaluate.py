@@ -1,4 +1,4 @@
-"""shrink eval CHECKPOINT_OR_BUNDLE --data DIR [--qualities Q ...] --json OUT"""
+"""shrink eval CHECKPOINT_OR_BUNDLE --data DIR [--qualities Q ...] --json OUT [--compressai-json OUT]"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from shrink.compression.baselines import DEFAULT_QUALITIES
 from shrink.compression.cost import config_cost, format_cost
 from shrink.compression.evaluate import evaluate_file
-from shrink.compression.rd import save_curves
+from shrink.compression.rd import save_compressai, save_curves
 
 from ._common import ArgumentParser, format_rd_table, output_file, run_command
 
@@ -29,6 +29,11 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--json", required=True, type=output_file, help="where to write the RD curve")
     parser.add_argument("--name", default="shrink", help="curve name in the JSON")
+    parser.add_argument(
+        "--compressai-json",
+        type=output_file,
+        help="also write the curve as CompressAI's results JSON, with encode and decode seconds per image",
+    )
     return parser
 
 
@@ -38,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_rd_table(result.curve, result.jpeg))
     print(format_cost(config_cost(result.config.model)) + " (learned layers; bicubic resampling not counted)")
     print(f"wrote {args.json}")
+    if args.compressai_json:
+        save_compressai(args.compressai_json, result.curve, result.description)
+        print(f"wrote {args.compressai_json}")
     return 0
 
 

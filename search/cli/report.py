@@ -1,10 +1,12 @@
-"""shrink report --storage URL --study-name N [--bundles DIR] [--data DIR] --out report.html"""
+"""shrink report --storage URL --study-name N [--bundles DIR] [--data DIR] [--curves FILE ...]
+[--reference compressai-kodak] --out report.html"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from shrink.dashboards.references import REFERENCE_SETS
 from shrink.dashboards.report import ReportOptions, write_report
 from shrink.dashboards.study_info import storage_roots
 from shrink.search.storage import redact
@@ -37,6 +39,22 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="measure everything again, write no cache")
     parser.add_argument("--gallery-images", type=int, default=3, help="dev images in the gallery (default 3)")
     parser.add_argument("--crop", type=int, default=128, help="gallery crop side in pixels (default 128)")
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="curve files to draw beside ours, dashed: shrink eval/baselines JSON, or CompressAI's results",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs="+",
+        default=[],
+        choices=sorted(REFERENCE_SETS),
+        help="shipped published curves to draw, dashed (off by default): compressai-kodak is CompressAI's "
+        "Kodak JPEG, WebP, BPG 4:4:4, VTM, AV1 and three MS-SSIM-trained models",
+    )
     return parser
 
 
@@ -53,6 +71,8 @@ def options_from(args: argparse.Namespace) -> ReportOptions:
         crop=args.crop,
         roots=storage_roots(args.storage),
         storage_label=redact(args.storage),
+        curves=args.curves,
+        references=args.reference,
     )
 
 
@@ -64,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{option}: no folder {path}")
     if args.data_baselines is not None and not args.data_baselines.is_file():
         raise FileNotFoundError(f"--data-baselines: no file {args.data_baselines}")
+    for path in args.curves:
+        if not path.is_file():
+            raise FileNotFoundError(f"--curves: no file {path}")
     if args.cache is not None and not args.no_cache:
         check_output(args.cache)
     study = load_study(args.storage, args.study_name)
