@@ -10,8 +10,9 @@ function that turns an image into codec bytes (a shrink file is those bytes with
 >>> data = compress_image(PIL.Image.open("photo.png"), bundle, bpp=0.3)
 >>> pixels = decompress_image(data, bundle)  # HxWx3 uint8
 
-``bundle`` may also be a path: a bundle directory, or a codec family (``shrink export --family``) whose
-member for ``bpp`` compresses and whose member named in the file's header decompresses.
+``bundle`` may also be a path: a bundle directory, ``zoo:NAME`` (a model shipped in the package), or a
+codec family (``shrink export --family``) whose member for ``bpp`` compresses and whose member named in
+the file's header decompresses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import zoo
 from .bundle import checkpoint_as_bundle, load_bundle
 from .codecs import Codec, build_codec, from_uint8, to_uint8
 from .config import TrainConfig
@@ -81,8 +83,9 @@ class OpenBundle:
 
 def open_bundle(path: str | Path, device: str | torch.device = "cpu") -> OpenBundle:
     """A bundle folder, or a training checkpoint (RUN/best.ckpt) with the identity of the bundle that
-    ``shrink export --checkpoint`` makes of it."""
-    if Path(path).is_file():
+    ``shrink export --checkpoint`` makes of it, or ``zoo:NAME`` (shipped in the package: :mod:`zoo`)."""
+    path = zoo.resolve(path)
+    if path.is_file():
         model, config, sha256 = checkpoint_as_bundle(path, device)
         return OpenBundle(Path(path), model, config, sha256)
     model, config, manifest = load_bundle(path, device)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import zoo
 from .api import compact_bytes
 from .baselines import DEFAULT_QUALITIES, codec_curve
 from .bundle import bundle_sha256, is_bundle, load_model
@@ -106,11 +107,13 @@ class FileEvaluation:
 def evaluate_file(
     path: str | Path, data: str | Path, qualities: Iterable[int], name: str = "shrink", progress: bool = False
 ) -> FileEvaluation:
-    """``shrink eval``: the RD curve of the checkpoint or bundle at ``path`` on the images in ``data``."""
-    model, config = load_model(path)
+    """``shrink eval``: the RD curve of the checkpoint or bundle at ``path`` (or ``zoo:NAME``) on the images
+    in ``data``."""
+    model_path = zoo.resolve(path)
+    model, config = load_model(model_path)
     meta = {"checkpoint": str(path), "data": str(data)}
-    if is_bundle(path):  # tag the curve with the identity of what was evaluated
-        meta["bundle_sha256"] = bundle_sha256(path)
+    if is_bundle(model_path):  # tag the curve with the identity of what was evaluated
+        meta["bundle_sha256"] = bundle_sha256(model_path)
     images = load_images(data)
     curve = evaluate(model, images, qualities, build_codec(config.codec), name=name, progress=progress)
     jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])

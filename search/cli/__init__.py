@@ -24,6 +24,7 @@ COMMANDS = {
     "dashboard": ("shrink.search.cli.dashboard", "optuna-dashboard on a study, with trial artifacts"),
     "compress": ("shrink.search.cli.compress", "compress images into standard JPEGs with a bundle"),
     "decompress": ("shrink.search.cli.decompress", "decompress a shrink JPEG into a full-size image"),
+    "zoo": ("shrink.search.cli.zoo", "list the trained codecs shipped in the package (--model zoo:NAME)"),
     "report": ("shrink.search.cli.report", "one self-contained HTML report of a study"),
 }
 

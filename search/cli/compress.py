@@ -37,7 +37,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="an export bundle or codec family (shrink export [--family]), or a training checkpoint",
+        help="an export bundle or codec family (shrink export [--family]), a training checkpoint, "
+        "or zoo:NAME (shrink zoo list)",
     )
     parser.add_argument(
         "-o", "--output", required=True, type=output_file_or_dir, help="output file (or directory: see above)"

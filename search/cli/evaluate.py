@@ -17,7 +17,8 @@ def build_parser() -> ArgumentParser:
         prog="shrink eval", description="Evaluate a checkpoint or an export bundle on full images."
     )
     parser.add_argument(
-        "checkpoint", help="a training checkpoint (last.ckpt / best.ckpt) or an export bundle directory"
+        "checkpoint",
+        help="a training checkpoint (last.ckpt / best.ckpt), an export bundle directory, or zoo:NAME",
     )
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
     parser.add_argument(
