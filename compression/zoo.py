@@ -99,6 +99,17 @@ def resolve(model: str | Path, root: Path = ZOO_ROOT) -> Path:
     return Path(model)
 
 
+def model_for(bundle_sha256: str, source: str, root: Path = ZOO_ROOT) -> str:
+    """``zoo:NAME`` of the zoo model whose bundle made a file (its header's sha256); else a one-line error."""
+    for name in names(root):
+        if card(name, root).bundle_sha256 == bundle_sha256:
+            return PREFIX + name
+    raise ValueError(
+        f"{source} was made with bundle sha256 {bundle_sha256[:16]}..., which is no zoo model's; "
+        "give --model (the bundle, family or checkpoint that compressed it)"
+    )
+
+
 def card(name: str, root: Path = ZOO_ROOT) -> ZooCard:
     """The card of zoo model ``name``, validated; a damaged card is one line naming the file."""
     path = model_folder(name, root) / CARD

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from shrink.compression import zoo
-from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics
+from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics, save_bundle
 from shrink.compression.checkpoint import save_checkpoint
 from shrink.compression.config import TrainConfig, tomllib
 from shrink.compression.evaluate import evaluate_file
@@ -134,6 +134,23 @@ def test_the_shipped_model_compresses_and_decompresses_with_no_training(tmp_path
     assert main(args) == 0
     assert "MS-SSIM" in capsys.readouterr().out
     assert np.asarray(Image.open(back)).shape == (256, 384, 3)
+
+
+def test_decompress_finds_the_zoo_model_a_file_names_and_refuses_other_files(tmp_path: Path, capsys):
+    photo, back = tmp_path / "photo.png", tmp_path / "y.png"
+    Image.fromarray(textured_image(192, 192, seed=4)).save(photo)
+    from_zoo, from_bundle = tmp_path / "zoo.jpg", tmp_path / "bundle.jpg"
+    assert main(["compress", str(photo), "--model", f"zoo:{SHIPPED}", "-o", str(from_zoo)]) == 0
+    assert main(["decompress", str(from_zoo), "-o", str(back)]) == 0
+    assert np.asarray(Image.open(back)).shape == (192, 192, 3)
+    config = TrainConfig.model_validate_json((zoo.bundle_path(SHIPPED) / "config.json").read_text())
+    bundle = save_bundle(tmp_path / "other", trained_like(config), config, {})
+    assert main(["compress", str(photo), "--model", str(bundle), "-o", str(from_bundle)]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(from_bundle), "-o", str(tmp_path / "z.png")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "which is no zoo model's; give --model" in error and "\n" not in error
+    assert not (tmp_path / "z.png").exists()
 
 
 def test_the_shipped_card_matches_its_bundle_and_its_committed_curves():

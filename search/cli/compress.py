@@ -32,11 +32,11 @@ def quality_arg(text: str) -> int:
     return value
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
     """--model, -o, --force, --tile and --device: shared by compress and decompress."""
     parser.add_argument(
         "--model",
-        required=True,
+        required=model_required,
         help="an export bundle or codec family (shrink export [--family]), a training checkpoint, "
         "or zoo:NAME (shrink zoo list)",
     )

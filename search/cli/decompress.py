@@ -1,4 +1,6 @@
-"""shrink decompress IN.jpg --model BUNDLE_OR_FAMILY -o OUT.png [--reference ORIGINAL] [--force]
+"""shrink decompress IN.jpg [--model BUNDLE_OR_FAMILY] -o OUT.png [--reference ORIGINAL] [--force]
+
+Without --model, the zoo model (``shrink zoo list``) whose bundle the file's header names decompresses it.
 
 Refuses (exit 2) a file that is not a shrink file, a truncated or altered one (header included), a bundle
 whose sha256 is not the one the file was made with (with a codec family: a file whose bundle is not one of
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shrink.compression import zoo
 from shrink.compression.api import decompress_image, read_shrink_file, reconstruction_quality
 from shrink.compression.container import read_photo
 from shrink.compression.files import atomic_write
@@ -32,7 +35,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("input", metavar="IN", help="a file written by shrink compress")
     parser.add_argument("--reference", help="the original image: report MS-SSIM and PSNR against it")
-    add_common_arguments(parser)
+    add_common_arguments(parser, model_required=False)  # default: the zoo model the file's header names
     return parser
 
 
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             )
         reference = photo.pixels
     device = resolve_device(args.device)
-    x_hat = decompress_image(data, args.model, tile=args.tile, device=device, source=str(source))
+    model = args.model or zoo.model_for(header.bundle, str(source))
+    x_hat = decompress_image(data, model, tile=args.tile, device=device, source=str(source))
     refuse_existing([target], args.force)
     atomic_write(target, lambda handle: Image.fromarray(x_hat, "RGB").save(handle, format=image_format))
     report = f"{source} -> {target}: {header.width}x{header.height}, {len(data)} bytes, "
