@@ -14,12 +14,14 @@ from optuna.trial import TrialState, create_trial
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
-from shrink.compression.config import TrainConfig
+from shrink.compression.bundle import save_bundle
+from shrink.compression.config import TrainConfig, config_from_dict
 from shrink.compression.models import ShrinkModel, build_model
+from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.cli import main
 from shrink.search.storage import open_storage
 
-from .conftest import textured_image
+from .conftest import textured_image, tiny_config_dict
 
 BIN = Path(sys.executable).parent
 
@@ -198,3 +200,22 @@ def shared_toy_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pat
         build_toy_study(root, images)
         (root / "built").write_text("ok")
     return f"sqlite:///{root / 'study.db'}", images
+
+
+def curve(name: str, points: list[tuple[float, float]]) -> RDCurve:
+    """A hand-made test curve of (bpp, MS-SSIM dB) points; PSNR rises with MS-SSIM dB (20 dB above)."""
+    points = [RDPoint(q, r, 1 - 10 ** (-db / 10), db, 20 + db) for q, (r, db) in enumerate(points)]
+    return RDCurve(name, points)
+
+
+def perturbed_bundle(path: Path, image_folder: Path, ratio: int, seed: int) -> Path:
+    """A bundle of the tiny config at ``ratio``, its weights moved off their initial values by ``seed``."""
+    data = tiny_config_dict(image_folder)
+    data["model"]["ratio"] = ratio
+    config = config_from_dict(data)
+    model = build_model(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    return save_bundle(path, model, config, {"seed": seed})

@@ -16,42 +16,22 @@ from PIL import Image
 
 from shrink.compression.api import compress_image, decompress_image
 from shrink.compression.bdrate import bd_rate_curves, quality_overlap
-from shrink.compression.bundle import BundleError, load_bundle, save_bundle
+from shrink.compression.bundle import BundleError, load_bundle
 from shrink.compression.codecs import build_codec
-from shrink.compression.config import config_from_dict
 from shrink.compression.container import read_header, segment
 from shrink.compression.data import load_images, read_image
 from shrink.compression.evaluate import evaluate, evaluate_image
 from shrink.compression.family import MEMBERS, _identity, load_family, save_family
-from shrink.compression.models import build_model
-from shrink.compression.rd import RDCurve, RDPoint, measure, rate_at_metric, save_curves
+from shrink.compression.rd import RDCurve, measure, rate_at_metric, save_curves
 from shrink.search.cli import main
 from shrink.search.records import TEST_CURVE_ATTR
 
-from .conftest import shared_folder, textured_image, tiny_config_dict
-from .helpers import load, shared_toy_study
+from .conftest import shared_folder, textured_image
+from .helpers import curve, load, perturbed_bundle, shared_toy_study
 
 # Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
 LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
 HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
-
-
-def curve(name: str, points: list[tuple[float, float]]) -> RDCurve:
-    """MS-SSIM dB as given; PSNR rises with it (20 dB above)."""
-    points = [RDPoint(q, r, 1 - 10 ** (-db / 10), db, 20 + db) for q, (r, db) in enumerate(points)]
-    return RDCurve(name, points)
-
-
-def perturbed_bundle(path: Path, image_folder: Path, ratio: int, seed: int) -> Path:
-    data = tiny_config_dict(image_folder)
-    data["model"]["ratio"] = ratio
-    config = config_from_dict(data)
-    model = build_model(config.model)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
-    return save_bundle(path, model, config, {"seed": seed})
 
 
 @pytest.fixture

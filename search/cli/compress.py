@@ -1,10 +1,13 @@
-"""shrink compress IN [IN ...] --model BUNDLE_OR_FAMILY [--quality Q | --bpp TARGET] -o OUT [--force]
+"""shrink compress IN [IN ...] --model BUNDLE_OR_FAMILY [--quality Q | --bpp TARGET | --msssim Q] [--effort N]
+    -o OUT [--force]
 
 Compresses every input before writing the first output (a bad input writes nothing), then writes each
 image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
 segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.container`. With a codec family
 (``shrink export --family``), ``--bpp`` picks the member whose test curve is highest at that rate
 (:meth:`shrink.compression.family.Family.member_at`); the file's header names that member's bundle.
+With ``--msssim`` or ``--effort`` the encoder chooses per image (:mod:`shrink.compression.choose`): it decodes
+its candidates and keeps the best for this image.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 import torch
 
 from shrink.compression.api import OpenBundle, RateError, bundle_for_rate, compress_image, open_bundle
+from shrink.compression.choose import choose
 from shrink.compression.container import read_header, read_photo, segment
 from shrink.compression.family import is_family
 from shrink.compression.files import atomic_write
 from shrink.compression.metrics import bpp
 from shrink.compression.tiling import DEFAULT_TILE
 
-from ._common import ArgumentParser, output_file_or_dir, positive_float, run_command
+from ._common import ArgumentParser, output_file_or_dir, positive_float, positive_int, run_command
 
 
 def quality_arg(text: str) -> int:
@@ -95,6 +99,20 @@ def build_parser() -> ArgumentParser:
         metavar="TARGET",
         help="highest quality whose file (all bytes) fits TARGET bits/pixel",
     )
+    rate.add_argument(
+        "--msssim",
+        type=positive_float,
+        metavar="Q",
+        help="the smallest file whose decoded MS-SSIM reaches Q (0..1), measured per image",
+    )
+    parser.add_argument(
+        "--effort",
+        type=positive_int,
+        metavar="N",
+        help="choose per image among N models (a family's members, most promising first): decode each "
+        "candidate and keep the best MS-SSIM within --bpp, or the smallest file reaching --msssim "
+        "(default with --msssim: 2)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -123,6 +141,37 @@ def compress_file(args: argparse.Namespace, bundle: OpenBundle, source: str) -> 
         raise ValueError(f"{source}: --{error}") from None
 
 
+def chosen_file(args: argparse.Namespace, source: str) -> bytes:
+    """The shrink file of one input chosen per image (:func:`choose`), what was chosen said on stderr."""
+    photo = read_photo(source)
+    say("shrink compress", photo.notes)
+    try:
+        choice = choose(
+            photo.pixels,
+            args.model,
+            bpp=args.bpp,
+            msssim=args.msssim,
+            effort=args.effort or 2,
+            tile=args.tile,
+        )
+    except RateError as error:
+        raise ValueError(f"{source}: {error}") from None
+    say(
+        "shrink compress",
+        [
+            f"{source}: chose {choice.model} at quality {choice.quality}, MS-SSIM "
+            f"{choice.msssim:.4f} ({choice.decoded} candidate files decoded)"
+        ],
+    )
+    return choice.data
+
+
+def per_image(args: argparse.Namespace) -> bool:
+    if args.effort is not None and args.bpp is None and args.msssim is None:
+        raise ValueError("--effort chooses per image for a target: give --bpp or --msssim")
+    return args.msssim is not None or args.effort is not None
+
+
 def bundle_for(args: argparse.Namespace) -> str:
     """The bundle to compress with: ``--model`` itself, or the member of a family for ``--bpp``."""
     if is_family(args.model) and args.bpp is None:
@@ -136,10 +185,13 @@ def bundle_for(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, args.force)
-    bundle = open_bundle(bundle_for(args), resolve_device(args.device))
-    bundle.jpeg_codec()  # a WebP/AVIF bundle is refused before any work
     # Every input is compressed (in memory) before the first output is written: a bad one writes nothing.
-    files = [compress_file(args, bundle, source) for source in args.inputs]
+    if per_image(args):
+        files = [chosen_file(args, source) for source in args.inputs]
+    else:
+        bundle = open_bundle(bundle_for(args), resolve_device(args.device))
+        bundle.jpeg_codec()  # a WebP/AVIF bundle is refused before any work
+        files = [compress_file(args, bundle, source) for source in args.inputs]
     refuse_existing(targets, args.force)
     for source, target, data in zip(args.inputs, targets, files, strict=True):
         atomic_write(target, lambda handle, data=data: handle.write(data))

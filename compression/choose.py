@@ -1,0 +1,142 @@
+"""Rate–distortion choice at the encoder: the encoder holds the original, so it can decode its candidates
+and keep, for this image, the best one.
+
+:func:`choose` tries the models of a bundle or a codec family (``effort`` members, the most promising first
+by their test curves) and, for each, the quality that meets the target; it decodes every candidate file and
+measures it against the original:
+- ``bpp=T``: the highest quality within T bits per pixel, then the candidate with the highest MS-SSIM;
+- ``msssim=Q``: the smallest file whose decoded MS-SSIM reaches Q (what users mean by "good enough").
+The decoder needs nothing new: the file's header names the member that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .api import (
+    ImageLike,
+    OpenBundle,
+    RateError,
+    as_pixels,
+    compress_image,
+    decompress_image,
+    open_bundle,
+    reconstruction_quality,
+)
+from .container import read_header
+from .family import is_family, load_family
+from .metrics import MS_SSIM_WEIGHTS, ms_ssim_levels, msssim_db
+from .rd import metric_at_rate, rate_at_metric
+from .tiling import DEFAULT_TILE
+
+QUALITIES = (1, 100)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The file kept, and what was measured: its model (a family member's name, else the bundle path),
+    quality, MS-SSIM of the decoded image against the original, and how many files were decoded."""
+
+    data: bytes
+    model: str
+    quality: int
+    msssim: float
+    decoded: int
+
+
+def candidates(
+    path: str | Path, bpp: float | None, msssim: float | None, effort: int
+) -> list[tuple[str, str]]:
+    """(name, bundle path) of the models to try, the most promising first: a bundle alone; of a family the
+    ``effort`` members whose test curve is highest at ``bpp`` (or cheapest at ``msssim``)."""
+    if effort < 1:
+        raise ValueError(f"effort must be at least 1, got {effort}")
+    if not is_family(path):
+        return [(str(path), str(path))]
+    family = load_family(path)
+    if msssim is not None:
+        ranked = sorted(family.members, key=lambda m: rate_at_metric(m.curve, msssim_db(msssim)))
+    else:
+        first = family.member_at(bpp)  # effort 1 is the choice by the average image
+        rest = sorted(family.members, key=lambda m: -metric_at_rate(m.curve, bpp, family.metric))
+        ranked = [first, *(m for m in rest if m is not first)]
+    return [(m.name, str(family.bundle_path(m))) for m in ranked[:effort]]
+
+
+def choose(
+    image: ImageLike,
+    model: str | Path,
+    *,
+    bpp: float | None = None,
+    msssim: float | None = None,
+    effort: int = 2,
+    tile: int = DEFAULT_TILE,
+) -> Choice:
+    """The best file of ``image`` for the target (``bpp`` or ``msssim``, exactly one) among the candidates
+    of ``model`` (a bundle, family, checkpoint or ``zoo:NAME``)."""
+    if (bpp is None) == (msssim is None):
+        raise ValueError("give a target bpp or a target MS-SSIM, exactly one")
+    if msssim is not None and not 0 < msssim < 1:
+        raise ValueError(f"a target MS-SSIM lies in (0, 1), got {msssim}")
+    pixels = as_pixels(image)
+    if ms_ssim_levels(*pixels.shape[-2:]) < len(MS_SSIM_WEIGHTS):
+        raise ValueError(
+            f"choosing by MS-SSIM needs both sides over 160 px, the image is {tuple(pixels.shape[1:])}"
+        )
+    choices, tried = [], candidates(model, bpp, msssim, effort)
+    for name, path in tried:
+        bundle = open_bundle(path)
+        found = (
+            _within(pixels, bundle, bpp, tile) if bpp is not None else _reaching(pixels, bundle, msssim, tile)
+        )
+        if found is not None:
+            choices.append(Choice(found[0], name, found[1], found[2], found[3]))
+    if not choices:
+        target = f"bpp {bpp}" if bpp is not None else f"MS-SSIM {msssim}"
+        raise RateError(f"{target} cannot be met by any of the {len(tried)} model(s) tried")
+    decoded = sum(choice.decoded for choice in choices)
+    best = (
+        max(choices, key=lambda c: c.msssim) if bpp is not None else min(choices, key=lambda c: len(c.data))
+    )
+    return Choice(best.data, best.model, best.quality, best.msssim, decoded)
+
+
+def measured(pixels: torch.Tensor, bundle: OpenBundle, data: bytes, tile: int) -> float:
+    """MS-SSIM of the decoded ``data`` against the original, as evaluation measures it."""
+    return reconstruction_quality(decompress_image(data, bundle, tile=tile), pixels)[1]
+
+
+def _within(pixels, bundle: OpenBundle, bpp: float, tile: int) -> tuple[bytes, int, float, int] | None:
+    try:
+        data = compress_image(pixels, bundle, bpp=bpp, tile=tile)
+    except RateError:
+        return None
+    return data, read_header(data).quality, measured(pixels, bundle, data, tile), 1
+
+
+def _reaching(pixels, bundle: OpenBundle, target: float, tile: int) -> tuple[bytes, int, float, int] | None:
+    """The lowest quality whose decoded MS-SSIM reaches ``target`` (binary search: MS-SSIM rises with
+    quality), or None when even the highest does not."""
+    tried: dict[int, tuple[bytes, float]] = {}
+
+    def reaches(quality: int) -> bool:
+        data = compress_image(pixels, bundle, quality=quality, tile=tile)
+        tried[quality] = (data, measured(pixels, bundle, data, tile))
+        return tried[quality][1] >= target
+
+    low, high = QUALITIES
+    if not reaches(high):
+        return None
+    if reaches(low):
+        high = low
+    while high - low > 1:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle
+    data, value = tried[high]
+    return data, high, value, len(tried)
