@@ -11,6 +11,7 @@ The decoder needs nothing new: the file's header names the member that made it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,13 +119,23 @@ def _within(pixels, bundle: OpenBundle, bpp: float, tile: int) -> tuple[bytes, i
 
 
 def _reaching(pixels, bundle: OpenBundle, target: float, tile: int) -> tuple[bytes, int, float, int] | None:
-    """The lowest quality whose decoded MS-SSIM reaches ``target`` (binary search: MS-SSIM rises with
-    quality), or None when even the highest does not."""
+    def encode_at(quality: int) -> bytes:
+        return compress_image(pixels, bundle, quality=quality, tile=tile)
+
+    return lowest_quality_reaching(encode_at, lambda data: measured(pixels, bundle, data, tile), target)
+
+
+def lowest_quality_reaching(
+    encode_at: Callable[[int], bytes], value_of: Callable[[bytes], float], target: float
+) -> tuple[bytes, int, float, int] | None:
+    """(file, quality, value, files tried) of the lowest quality in 1..100 whose file's ``value_of`` (the
+    decoded MS-SSIM) reaches ``target``, by binary search (it rises with quality); None when even 100 does
+    not. Any codec's ``encode`` fits, so the baselines are searched the same way."""
     tried: dict[int, tuple[bytes, float]] = {}
 
     def reaches(quality: int) -> bool:
-        data = compress_image(pixels, bundle, quality=quality, tile=tile)
-        tried[quality] = (data, measured(pixels, bundle, data, tile))
+        data = encode_at(quality)
+        tried[quality] = (data, value_of(data))
         return tried[quality][1] >= target
 
     low, high = QUALITIES
