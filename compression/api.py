@@ -228,9 +228,14 @@ def decompress_image(
     tile: int = DEFAULT_TILE,
     device: str | torch.device = "cpu",
     source: str = "shrink file",
+    fast: bool = True,
 ) -> np.ndarray:
     """The HxWx3 uint8 reconstruction of the shrink file ``data``, checked against its bundle before any pixel
-    is computed (``source`` names the file in errors; ``device``: where a bundle given by path runs)."""
+    is computed (``source`` names the file in errors; ``device``: where a bundle given by path runs).
+
+    ``fast``: on the CPU the RecCNN runs as :mod:`inference` prepares it (fused oneDNN convolutions,
+    channels last), every pixel within one 8-bit level of the plain forward's; False runs the plain forward.
+    """
     header = checked_header(data, source)
     if isinstance(bundle_or_family, OpenBundle):
         bundle, name = bundle_or_family, str(bundle_or_family.path)
@@ -243,7 +248,7 @@ def decompress_image(
     except ContainerError as error:
         raise ContainerError(f"{source}: {error}") from None
     size, tiling = (header.height, header.width), tilings(bundle.model, tile)[1]
-    return reconstruct_uint8(bundle.model, decoded, size, tiling, header.quality)
+    return reconstruct_uint8(bundle.model, decoded, size, tiling, header.quality, fast=fast)
 
 
 def reconstruction_quality(x_hat: np.ndarray, reference: torch.Tensor) -> tuple[float, float | None]:

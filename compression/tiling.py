@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .inference import decode_plan
 from .models import COMCNN_FAMILIES, RECCNN_FAMILIES, ChannelAttention, ShrinkModel
 
 DEFAULT_TILE = 512  # original pixels per tile core side (before margins)
@@ -137,6 +138,23 @@ def compact_image(model: ShrinkModel, pixels: torch.Tensor, tiling: Tiling) -> t
     return out
 
 
+def tile_grid(
+    model: ShrinkModel, decoded: torch.Tensor, size: tuple[int, int], tiling: Tiling
+) -> Iterator[tuple[torch.Tensor, tuple[int, int], slice, slice, slice, slice]]:
+    """(decoded tile, its upscale's size, rows, cols, rows and cols inside the tile's output) of each tile."""
+    ratio = model.ratio
+    height, width = size
+    for row in tiling.spans(decoded.shape[-2]):
+        for col in tiling.spans(decoded.shape[-1]):
+            tile = decoded[..., row.in0 : row.in1, col.in0 : col.in1]
+            up_size = ((row.in1 - row.in0) * ratio, (col.in1 - col.in0) * ratio)
+            rows = slice(row.core0 * ratio, min(row.core1 * ratio, height))
+            cols = slice(col.core0 * ratio, min(col.core1 * ratio, width))
+            local_rows = slice(rows.start - row.in0 * ratio, rows.stop - row.in0 * ratio)
+            local_cols = slice(cols.start - col.in0 * ratio, cols.stop - col.in0 * ratio)
+            yield tile, up_size, rows, cols, local_rows, local_cols
+
+
 @torch.no_grad()
 def reconstruction_tiles(
     model: ShrinkModel,
@@ -150,18 +168,10 @@ def reconstruction_tiles(
     The tiles together equal ``model.reconstruct(decoded, padded, quality)["x_hat"][..., :H, :W]`` before
     rounding.
     """
-    ratio, device = model.ratio, _device(model)
-    height, width = size
-    for row in tiling.spans(decoded.shape[-2]):
-        for col in tiling.spans(decoded.shape[-1]):
-            tile = decoded[..., row.in0 : row.in1, col.in0 : col.in1].to(device)
-            up_size = ((row.in1 - row.in0) * ratio, (col.in1 - col.in0) * ratio)
-            x_hat = model.reconstruct(tile, up_size, quality)["x_hat"]
-            rows = slice(row.core0 * ratio, min(row.core1 * ratio, height))
-            cols = slice(col.core0 * ratio, min(col.core1 * ratio, width))
-            local_rows = slice(rows.start - row.in0 * ratio, rows.stop - row.in0 * ratio)
-            local_cols = slice(cols.start - col.in0 * ratio, cols.stop - col.in0 * ratio)
-            yield rows, cols, x_hat[..., local_rows, local_cols].float().cpu()
+    device = _device(model)
+    for tile, up_size, rows, cols, local_rows, local_cols in tile_grid(model, decoded, size, tiling):
+        x_hat = model.reconstruct(tile.to(device), up_size, quality)["x_hat"]
+        yield rows, cols, x_hat[..., local_rows, local_cols].float().cpu()
 
 
 def reconstruct_image(
@@ -184,11 +194,25 @@ def reconstruct_uint8(
     size: tuple[int, int],
     tiling: Tiling,
     quality: int | None = None,
+    fast: bool = True,
 ) -> np.ndarray:
     """The HxWx3 uint8 reconstruction, rounded as :func:`resample.quantize_8bit` rounds; only 8-bit pixels
-    of the whole image are ever held."""
+    of the whole image are ever held.
+
+    ``fast`` (a CPU model in eval mode): the RecCNN runs as :func:`inference.decode_plan` prepares it, within
+    one level of the plain forward's pixels (float rounding); otherwise, and for any other model, it is the
+    plain forward of :func:`reconstruction_tiles`.
+    """
     out = np.empty((*size, 3), dtype=np.uint8)
-    for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling, quality):
-        values = torch.round(tile[0].clamp(0.0, 1.0) * 255.0).to(torch.uint8)
-        out[rows, cols] = values.permute(1, 2, 0).numpy()
+    plan = decode_plan(model.reccnn) if fast else None
+    if plan is None:
+        for rows, cols, tile in reconstruction_tiles(model, decoded, size, tiling, quality):
+            values = torch.round(tile[0].clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+            out[rows, cols] = values.permute(1, 2, 0).numpy()
+        return out
+    pixels = torch.from_numpy(out)
+    with torch.inference_mode():
+        for tile, up_size, rows, cols, local_rows, local_cols in tile_grid(model, decoded, size, tiling):
+            x_hat = plan(tile, up_size, quality)[0, local_rows, local_cols]  # HxWx3, channels last
+            pixels[rows, cols] = x_hat.clamp_(0.0, 1.0).mul_(255.0).round_()  # integers: exact as uint8
     return out
