@@ -16,6 +16,7 @@ from PIL import Image
 
 from shrink.compression.bundle import save_bundle
 from shrink.compression.config import TrainConfig, config_from_dict
+from shrink.compression.family import save_family
 from shrink.compression.models import ShrinkModel, build_model
 from shrink.compression.rd import RDCurve, RDPoint
 from shrink.search.cli import main
@@ -219,3 +220,16 @@ def perturbed_bundle(path: Path, image_folder: Path, ratio: int, seed: int) -> P
         for param in model.parameters():
             param.add_(torch.randn(param.shape, generator=generator) * 0.02)
     return save_bundle(path, model, config, {"seed": seed})
+
+
+# Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
+LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
+HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
+
+
+def crossing_family(tmp_path: Path, image_folder: Path) -> Path:
+    """A codec family of two tiny bundles whose test curves are LOW (ratio 2) and HIGH (ratio 1)."""
+    low = perturbed_bundle(tmp_path / "b-low", image_folder, ratio=2, seed=1)
+    high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
+    members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
+    return save_family(tmp_path / "family", members, test="hand-made")

@@ -10,16 +10,12 @@ from PIL import Image
 from shrink.compression.api import as_pixels, compress_image, open_bundle
 from shrink.compression.choose import candidates, choose, measured
 from shrink.compression.container import read_header
-from shrink.compression.family import save_family
 from shrink.search.cli import main
 
 from .conftest import textured_image
-from .helpers import curve, perturbed_bundle
+from .helpers import crossing_family
 
 ZOO = "zoo:cpu"
-# Two hand-made test curves that cross near 1.5 bpp: "low" (ratio 2) leads below, "high" (ratio 1) above.
-LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
-HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
 
 
 @pytest.fixture
@@ -31,10 +27,7 @@ def photo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def family(tmp_path: Path, image_folder: Path) -> Path:
-    low = perturbed_bundle(tmp_path / "b-low", image_folder, ratio=2, seed=1)
-    high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
-    members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
-    return save_family(tmp_path / "family", members, test="hand-made")
+    return crossing_family(tmp_path, image_folder)
 
 
 def test_msssim_target_is_the_smallest_quality_whose_decoded_image_reaches_it(photo: Path):

@@ -27,19 +27,12 @@ from shrink.search.cli import main
 from shrink.search.records import TEST_CURVE_ATTR
 
 from .conftest import shared_folder, textured_image
-from .helpers import curve, load, perturbed_bundle, shared_toy_study
-
-# Two hand-made curves that cross: "low" (ratio 2) leads up to ~1.5 bpp, "high" (ratio 1) beyond.
-LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
-HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
+from .helpers import HIGH, LOW, crossing_family, curve, load, perturbed_bundle, shared_toy_study
 
 
 @pytest.fixture
 def family(tmp_path: Path, image_folder: Path) -> Path:
-    low = perturbed_bundle(tmp_path / "b-low", image_folder, ratio=2, seed=1)
-    high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
-    members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
-    return save_family(tmp_path / "family", members, test="hand-made")
+    return crossing_family(tmp_path, image_folder)
 
 
 @pytest.fixture
