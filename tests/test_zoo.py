@@ -83,6 +83,15 @@ def test_a_curve_of_another_bundle_is_refused_and_nothing_is_written(
     assert not root.exists() or not any(root.iterdir())
 
 
+def test_a_card_field_out_of_shape_is_one_line(checkpoint: Path, measured: tuple, tmp_path: Path, capsys):
+    args = add_args(tmp_path / "zoo", checkpoint, *measured)
+    args[args.index("--commit") + 1] = "abc"
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "the card would not validate: commit: String should match pattern" in error and "\n" not in error
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_an_existing_model_is_kept_unless_forced(checkpoint: Path, measured: tuple[Path, Path], tmp_path):
     root = tmp_path / "zoo"
     assert main(add_args(root, checkpoint, *measured)) == 0

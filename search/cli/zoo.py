@@ -1,11 +1,14 @@
-"""shrink zoo list | shrink zoo show NAME: the trained codecs shipped in the package (--model zoo:NAME)."""
+"""shrink zoo list | show NAME | add NAME ...: the trained codecs shipped in the package (zoo:NAME)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from shrink.compression import zoo
+from shrink.compression.config import format_validation_error
 from shrink.compression.rd import load_curves
 
 from ._common import ArgumentParser, run_command
@@ -83,6 +86,13 @@ def draft_card(args: argparse.Namespace) -> zoo.ZooCard:
         raise ValueError(f"--curve {args.curve}: one curve expected (shrink eval's), it holds {len(curves)}")
     [curve] = curves.values()
     meta = zoo.evaluation_meta(args.curve)
+    try:
+        return card_of(args, meta, zoo.bd_rates(curve, anchors), list(anchors))
+    except ValidationError as error:
+        raise ValueError(f"the card would not validate: {format_validation_error(error)}") from None
+
+
+def card_of(args: argparse.Namespace, meta: dict, rates: dict, anchors: list[str]) -> zoo.ZooCard:
     return zoo.ZooCard(
         name=args.name,
         description=args.description,
@@ -95,7 +105,7 @@ def draft_card(args: argparse.Namespace) -> zoo.ZooCard:
         bdrate_command=f"shrink bdrate {args.anchors} {args.curve} --anchor-curve {' '.join(anchors)}",
         curve=args.curve,
         anchors=args.anchors,
-        kodak_bd_rate=zoo.bd_rates(curve, anchors),
+        kodak_bd_rate=rates,
     )
 
 
