@@ -48,6 +48,13 @@ class Choice:
     decoded: int
 
 
+def check_target(bpp: float | None, msssim: float | None) -> None:
+    if (bpp is None) == (msssim is None):
+        raise ValueError("give a target bpp or a target MS-SSIM, exactly one")
+    if msssim is not None and not 0 < msssim < 1:
+        raise ValueError(f"a target MS-SSIM lies in (0, 1), got {msssim}")
+
+
 def candidates(
     path: str | Path, bpp: float | None, msssim: float | None, effort: int
 ) -> list[tuple[str, str]]:
@@ -67,9 +74,17 @@ def candidates(
     return [(m.name, str(family.bundle_path(m))) for m in ranked[:effort]]
 
 
+def open_candidates(
+    model: str | Path, bpp: float | None, msssim: float | None, effort: int
+) -> list[tuple[str, OpenBundle]]:
+    """The :func:`candidates` opened (verified and loaded once, for any number of images)."""
+    check_target(bpp, msssim)
+    return [(name, open_bundle(path)) for name, path in candidates(model, bpp, msssim, effort)]
+
+
 def choose(
     image: ImageLike,
-    model: str | Path,
+    model: str | Path | list[tuple[str, OpenBundle]],
     *,
     bpp: float | None = None,
     msssim: float | None = None,
@@ -77,19 +92,16 @@ def choose(
     tile: int = DEFAULT_TILE,
 ) -> Choice:
     """The best file of ``image`` for the target (``bpp`` or ``msssim``, exactly one) among the candidates
-    of ``model`` (a bundle, family, checkpoint or ``zoo:NAME``)."""
-    if (bpp is None) == (msssim is None):
-        raise ValueError("give a target bpp or a target MS-SSIM, exactly one")
-    if msssim is not None and not 0 < msssim < 1:
-        raise ValueError(f"a target MS-SSIM lies in (0, 1), got {msssim}")
+    of ``model`` (a bundle, family, checkpoint or ``zoo:NAME``; or its :func:`open_candidates`)."""
+    check_target(bpp, msssim)
     pixels = as_pixels(image)
     if ms_ssim_levels(*pixels.shape[-2:]) < len(MS_SSIM_WEIGHTS):
         raise ValueError(
             f"choosing by MS-SSIM needs both sides over 160 px, the image is {tuple(pixels.shape[1:])}"
         )
-    choices, tried = [], candidates(model, bpp, msssim, effort)
-    for name, path in tried:
-        bundle = open_bundle(path)
+    tried = model if isinstance(model, list) else open_candidates(model, bpp, msssim, effort)
+    choices = []
+    for name, bundle in tried:
         found = (
             _within(pixels, bundle, bpp, tile) if bpp is not None else _reaching(pixels, bundle, msssim, tile)
         )

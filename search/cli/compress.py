@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shrink.compression.api import OpenBundle, RateError, bundle_for_rate, compress_image, open_bundle
-from shrink.compression.choose import choose
+from shrink.compression.choose import choose, open_candidates
 from shrink.compression.container import read_header, read_photo, segment
 from shrink.compression.family import is_family
 from shrink.compression.files import atomic_write
@@ -141,19 +141,12 @@ def compress_file(args: argparse.Namespace, bundle: OpenBundle, source: str) -> 
         raise ValueError(f"{source}: --{error}") from None
 
 
-def chosen_file(args: argparse.Namespace, source: str) -> bytes:
+def chosen_file(args: argparse.Namespace, models: list[tuple[str, OpenBundle]], source: str) -> bytes:
     """The shrink file of one input chosen per image (:func:`choose`), what was chosen said on stderr."""
     photo = read_photo(source)
     say("shrink compress", photo.notes)
     try:
-        choice = choose(
-            photo.pixels,
-            args.model,
-            bpp=args.bpp,
-            msssim=args.msssim,
-            effort=args.effort or 2,
-            tile=args.tile,
-        )
+        choice = choose(photo.pixels, models, bpp=args.bpp, msssim=args.msssim, tile=args.tile)
     except RateError as error:
         raise ValueError(f"{source}: {error}") from None
     say(
@@ -187,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, args.force)
     # Every input is compressed (in memory) before the first output is written: a bad one writes nothing.
     if per_image(args):
-        files = [chosen_file(args, source) for source in args.inputs]
+        models = open_candidates(args.model, args.bpp, args.msssim, args.effort or 2)
+        files = [chosen_file(args, models, source) for source in args.inputs]
     else:
         bundle = open_bundle(bundle_for(args), resolve_device(args.device))
         bundle.jpeg_codec()  # a WebP/AVIF bundle is refused before any work
