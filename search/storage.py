@@ -307,13 +307,20 @@ STORAGE_CALLS = (
 )  # fmt: skip
 
 
-def is_transient(error: BaseException) -> bool:
-    """A refused or lost database connection (a server restarting, a network blip, SQLite busy).
-
-    Optuna's RDB storage wraps SQLAlchemy errors in ``StorageInternalError``; the cause says which kind.
-    """
+def _unwrap(error: BaseException) -> BaseException:
+    """The database's own error under Optuna's ``StorageInternalError`` and under a ``PendingRollbackError``
+    raised while handling it (Optuna's ``_get_trials`` answers an ``OperationalError`` with a second query
+    in the same session, which a connection the server terminated refuses that way)."""
     if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
         error = error.__cause__
+    if isinstance(error, sqlalchemy.exc.PendingRollbackError):
+        error = error.__cause__ or error.__context__ or error
+    return error
+
+
+def is_transient(error: BaseException) -> bool:
+    """A refused or lost database connection (a server restarting, a network blip, SQLite busy)."""
+    error = _unwrap(error)
     if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
         return True
     return isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
@@ -638,5 +645,4 @@ def read_trial(storage: BaseStorage, trial_id: int) -> FrozenTrial:
 
 def _error_line(error: BaseException, url: str) -> str:
     """The driver's first line, the URL's password scrubbed (see ``storage._first_line``)."""
-    cause = error.__cause__ if error.__cause__ is not None else error
-    return _first_line(cause, sqlalchemy.engine.make_url(url))
+    return _first_line(_unwrap(error), sqlalchemy.engine.make_url(url))

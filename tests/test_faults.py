@@ -36,7 +36,7 @@ from shrink.compression import files
 from shrink.compression.checkpoint import load_checkpoint
 from shrink.compression.trainer import Trainer
 from shrink.search.cli import main
-from shrink.search.storage import STORAGE_RETRY_DELAYS_S, open_storage, retry_storage
+from shrink.search.storage import STORAGE_RETRY_DELAYS_S, is_transient, open_storage, retry_storage
 from shrink.search.study import attach
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import Worker
@@ -462,6 +462,35 @@ def test_storage_retry_backs_off_gives_up_and_never_retries_other_errors():
 
     assert retry_storage(once_then_works, "get_trial", logged.append, url) == 7
 
+
+def pending_rollback(during: BaseException | None) -> optuna.exceptions.StorageInternalError:
+    """What Optuna's ``_get_trials`` raises when its fallback query (run while handling ``during``) meets a
+    session whose connection broke."""
+    refused = sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back")
+    refused.__context__ = during
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit")
+    wrapped.__cause__ = refused
+    return wrapped
+
+
+def test_a_session_left_pending_by_a_terminated_connection_is_retried_any_other_is_not():
+    # the server's shutdown ended the connection mid-query (CI, stop 29: trial 0 failed of this)
+    shutdown = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("terminating connection"))
+    assert is_transient(pending_rollback(shutdown))
+    # a pending rollback after, say, a failed flush of bad data is not a connection problem
+    assert not is_transient(pending_rollback(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("dup"))))
+    assert not is_transient(pending_rollback(None))
+    answers = iter([pending_rollback(shutdown), 7])
+
+    def once_then_works():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    logged: list[str] = []
+    assert retry_storage(once_then_works, "get_all_trials", logged.append, "sqlite:///x.db") == 7
+    assert len(logged) == 1 and "retry 1 in 0.5s" in logged[0]
 
 # ---- 4. a trial that fails: non-finite loss, out of memory, an unreadable image ---------------------------
 
