@@ -14,17 +14,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import zoo
-from .api import compact_bytes
+from .api import RateError, compact_bytes, decompress_image
 from .baselines import DEFAULT_QUALITIES, codec_curve
 from .bundle import bundle_sha256, is_bundle, load_model
+from .choose import choose, open_candidates
 from .codecs import Codec, JpegCodec, build_codec, from_uint8
 from .config import TrainConfig
 from .data import NamedImage, load_images
+from .family import Family, load_family, save_family
 from .models import ShrinkModel
-from .rd import RDCurve, curve_from_rows, measure, time_row, timed
+from .rd import (
+    TIME_KEYS,
+    RDCurve,
+    curve_from_rows,
+    measure,
+    point_from_rows,
+    point_times,
+    time_row,
+    timed,
+)
 from .resample import quantize_8bit
 
 
@@ -118,3 +130,98 @@ def evaluate_file(
     curve = evaluate(model, images, qualities, build_codec(config.codec), name=name, progress=progress)
     jpeg = codec_curve(images, JpegCodec(), DEFAULT_QUALITIES["jpeg"])
     return FileEvaluation(curve, jpeg, config, meta)
+
+
+# ---- a family, as its encoder's per-image choice gives it ------------------------------------------------
+
+
+def choice_targets(family: Family, count: int = 10) -> list[float]:
+    """``count`` target rates, geometric, from 1.2x the lowest point of the members' test curves (the
+    lowest member's q1 reaches it only on the average image) to their highest point."""
+    rates = [point.bpp for member in family.members for point in member.curve.points]
+    low, high = 1.2 * min(rates), max(rates)
+    if count < 2 or high <= low:
+        return [round(high, 4)]
+    return [round(float(rate), 4) for rate in np.geomspace(low, high, count)]
+
+
+@torch.no_grad()
+def evaluate_choice(
+    path: str | Path,
+    images: Sequence[NamedImage],
+    targets: Iterable[float],
+    effort: int,
+    name: str = "shrink",
+    progress: bool = False,
+) -> tuple[RDCurve, list[float]]:
+    """The curve a user of ``shrink compress --model FAMILY --bpp T --effort N`` gets: at each target T, every
+    image compressed by :func:`choose.choose` (timed: the encoder's whole search) and decompressed as
+    ``shrink decompress`` does (timed), one point per target (quality None: the file's own vary by image).
+    Targets some image cannot meet are left out and returned second."""
+    rows, missed = [], []
+    for target in targets:
+        tried = open_candidates(path, target, None, effort)
+        bundles = dict(tried)
+        try:
+            rows += [
+                _chosen_row(image, tried, bundles, target) for image in _progress(images, target, progress)
+            ]
+        except RateError:
+            missed.append(target)
+    by_target: dict[float, list[dict]] = {}
+    for row in rows:
+        by_target.setdefault(row["target_bpp"], []).append(row)
+    points = [point_from_rows(group, None) for group in by_target.values()]
+    times = [point_times(group) for group in by_target.values()]
+    per_image = [{key: value for key, value in row.items() if key not in TIME_KEYS} for row in rows]
+    return RDCurve(name, points, per_image, None if None in times else times), missed
+
+
+def _progress(images: Sequence[NamedImage], target: float, progress: bool) -> Iterable[NamedImage]:
+    if not progress:
+        return images
+    from tqdm import tqdm
+
+    return tqdm(images, desc=f"choice at {target:g} bpp", unit="img")
+
+
+def _chosen_row(image: NamedImage, tried, bundles: dict, target: float) -> dict:
+    choice, encoding = timed(lambda: choose(image.pixels, tried, bpp=target))
+    decoded, decoding = timed(lambda: decompress_image(choice.data, bundles[choice.model]))
+    x_hat = torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255.0
+    x = image.pixels[None].float() / 255.0
+    row = measure(image.name, choice.quality, len(choice.data), x_hat, x)
+    return (
+        row
+        | {"target_bpp": target, "member": choice.model, "decoded": choice.decoded}
+        | time_row(encoding, decoding)
+    )
+
+
+def family_of_bundles(
+    out_dir: str | Path,
+    bundles: Sequence[str | Path],
+    test: str | Path,
+    qualities: Iterable[int],
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Family:
+    """One codec family of existing bundles (or ``zoo:NAME``), each member's curve measured on ``test`` (name:
+    the zoo name or the bundle folder's). Every bundle is checked before any is measured."""
+    named = {}
+    for given in bundles:
+        path = zoo.resolve(given)
+        if not is_bundle(path):
+            raise ValueError(f"{given}: not a shrink bundle (shrink export --checkpoint makes one)")
+        name = str(given)[len(zoo.PREFIX) :] if zoo.is_zoo_name(given) else path.name
+        if name in named:
+            raise ValueError(f"two members would be named {name!r}: rename a bundle folder")
+        named[name] = path
+    images, qualities = load_images(test), list(qualities)
+    members = []
+    for name, path in named.items():
+        model, config = load_model(path)
+        curve = evaluate(model, images, qualities, build_codec(config.codec), name, progress)
+        members.append((name, path, curve))
+    save_family(out_dir, members, test=str(test), overwrite=overwrite)
+    return load_family(out_dir)

@@ -1,4 +1,5 @@
-"""shrink eval CHECKPOINT_OR_BUNDLE --data DIR [--qualities Q ...] --json OUT [--compressai-json OUT]"""
+"""shrink eval CHECKPOINT_OR_BUNDLE --data DIR [--qualities Q ...] --json OUT [--compressai-json OUT]
+shrink eval FAMILY --data DIR [--targets T ...] [--efforts N ...] --json OUT"""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 
 from shrink.compression.baselines import DEFAULT_QUALITIES
 from shrink.compression.cost import config_cost, format_cost
-from shrink.compression.evaluate import evaluate_file
+from shrink.compression.data import load_images
+from shrink.compression.evaluate import choice_targets, evaluate_choice, evaluate_file
+from shrink.compression.family import is_family, load_family
 from shrink.compression.rd import save_compressai, save_curves
 
 from ._common import ArgumentParser, format_rd_table, output_file, run_command
@@ -18,7 +21,8 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "checkpoint",
-        help="a training checkpoint (last.ckpt / best.ckpt), an export bundle directory, or zoo:NAME",
+        help="a training checkpoint (last.ckpt / best.ckpt), an export bundle directory, zoo:NAME, or a "
+        "codec family (measured as its encoder's per-image choice at each target rate)",
     )
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
     parser.add_argument(
@@ -35,10 +39,27 @@ def build_parser() -> ArgumentParser:
         type=output_file,
         help="also write the curve as CompressAI's results JSON, with encode and decode seconds per image",
     )
+    family = parser.add_argument_group("a codec family")
+    family.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        help="target bpp of shrink compress --bpp T (default: 10, geometric over the members' test curves)",
+    )
+    family.add_argument(
+        "--efforts",
+        type=int,
+        nargs="+",
+        default=[1, 3],
+        help="compress --effort levels, one curve each (1: the member of the best mean curve, as before "
+        "per-image choice; N: the best of N members for each image)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_family(args.checkpoint):
+        return run_family(args)
     result = evaluate_file(args.checkpoint, args.data, args.qualities, name=args.name, progress=True)
     save_curves(args.json, {result.curve.name: result.curve}, result.meta)
     print(format_rd_table(result.curve, result.jpeg))
@@ -47,6 +68,31 @@ def run(args: argparse.Namespace) -> int:
     if args.compressai_json:
         save_compressai(args.compressai_json, result.curve, result.description)
         print(f"wrote {args.compressai_json}")
+    return 0
+
+
+def run_family(args: argparse.Namespace) -> int:
+    if args.compressai_json:
+        raise ValueError("--compressai-json writes one curve; a family's evaluation writes one per effort")
+    family = load_family(args.checkpoint)
+    targets = args.targets or choice_targets(family)
+    if not all(0 < target < 64 for target in targets) or min(args.efforts) < 1:
+        raise ValueError(
+            f"targets are bpp in (0, 64) and efforts at least 1, got {targets} and {args.efforts}"
+        )
+    images = load_images(args.data)
+    curves = {f"{args.name}-envelope": family.envelope_curve(f"{args.name}-envelope")}
+    for effort in args.efforts:
+        name = f"{args.name}-effort{effort}"
+        curves[name], missed = evaluate_choice(family.path, images, targets, effort, name, progress=True)
+        if missed:
+            print(f"{name}: targets {missed} bpp left out (some image cannot be compressed that small)")
+        if not curves[name].points:
+            raise ValueError(f"no target in {targets} bpp can be met on every image of {args.data}")
+        print(f"{name}:\n{format_rd_table(curves[name])}")
+    meta = {"family": str(args.checkpoint), "family_sha256": family.sha256, "data": str(args.data)}
+    save_curves(args.json, curves, meta | {"targets": " ".join(f"{t:g}" for t in targets)})
+    print(f"wrote {args.json}")
     return 0
 
 

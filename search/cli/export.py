@@ -1,6 +1,7 @@
 """shrink export --storage URL --study-name N (--trial T [T ...] | --pareto) --out DIR
 [--family [--test FOLDER] [--qualities Q ...]]
-shrink export --checkpoint RUN/best.ckpt --out BUNDLE"""
+shrink export --checkpoint RUN/best.ckpt --out BUNDLE
+shrink export --bundle BUNDLE [BUNDLE ...] --family --test FOLDER --out FAMILY"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics
 from shrink.compression.codecs import JpegCodec
 from shrink.compression.data import load_images
+from shrink.compression.evaluate import family_of_bundles
 from shrink.compression.family import Family
 from shrink.search.export import chosen_trials, export_family, export_trial
 from shrink.search.study import load_study
@@ -28,6 +30,9 @@ def build_parser() -> ArgumentParser:
         "--pareto", action="store_true", help="every trial on the Pareto front (best, if 1 objective)"
     )
     which.add_argument("--checkpoint", help="a `shrink train` checkpoint (RUN/best.ckpt): OUT is its bundle")
+    which.add_argument(
+        "--bundle", nargs="+", help="bundles or zoo:NAME made one family (with --family, measured on --test)"
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -70,6 +75,8 @@ def print_family(family: Family, test: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         return export_checkpoint(args)
+    if args.bundle:
+        return export_bundles(args)
     if not (args.storage and args.study_name):
         raise ValueError("--storage and --study-name are required with --trial or --pareto")
     study = load_study(args.storage, args.study_name)
@@ -90,6 +97,17 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise ValueError("--family exports a study's trials; a checkpoint becomes one bundle")
     path = bundle_from_checkpoint(args.checkpoint, args.out, checkpoint_metrics(args.checkpoint), args.force)
     print(f"checkpoint {args.checkpoint}: {path}")
+    return 0
+
+
+def export_bundles(args: argparse.Namespace) -> int:
+    if not (args.family and args.test):
+        raise ValueError(
+            "--bundle makes a family: give --family and --test (the images measuring each member)"
+        )
+    family = family_of_bundles(args.out, args.bundle, args.test, args.qualities, args.force, progress=True)
+    print(f"family {args.out}: {len(family.members)} members, sha256 {family.sha256[:16]}...")
+    print_family(family, args.test)
     return 0
 
 

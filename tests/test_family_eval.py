@@ -1,0 +1,103 @@
+"""A family measured as its users get it: `shrink eval FAMILY` runs the encoder's per-image choice at each
+target rate; `shrink export --bundle ... --family` makes a family of existing bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shrink.compression.api import compress_image
+from shrink.compression.family import is_family, load_family
+from shrink.compression.rd import load_curves
+from shrink.search.cli import main
+
+from .helpers import crossing_family, perturbed_bundle
+
+TARGETS = ["0.7", "1.2"]
+
+
+@pytest.fixture
+def family(tmp_path: Path, image_folder: Path) -> Path:
+    return crossing_family(tmp_path, image_folder)
+
+
+def test_eval_family_measures_each_effort_as_compress_makes_the_files(family, image_folder, tmp_path, capsys):
+    out = tmp_path / "family-kodak.json"
+    argv = ["eval", str(family), "--data", str(image_folder), "--json", str(out), "--targets", *TARGETS]
+    assert main([*argv, "--efforts", "1", "2"]) == 0
+    curves = load_curves(out)
+    assert set(curves) == {"shrink-envelope", "shrink-effort1", "shrink-effort2"}
+    rows = {name: curves[name].per_image for name in ("shrink-effort1", "shrink-effort2")}
+    assert all(len(r) == 3 * len(TARGETS) for r in rows.values())  # every image at every target
+    for by_average, per_image in zip(rows["shrink-effort1"], rows["shrink-effort2"], strict=True):
+        assert (
+            by_average["image"] == per_image["image"] and by_average["target_bpp"] == per_image["target_bpp"]
+        )
+        assert per_image["msssim"] >= by_average["msssim"] - 1e-9  # the best of two includes effort 1's
+        assert max(by_average["bpp"], per_image["bpp"]) <= per_image["target_bpp"]
+        with Image.open(image_folder / by_average["image"]) as image:  # effort 1: today's file
+            assert len(compress_image(image, family, bpp=by_average["target_bpp"])) == by_average["bytes"]
+    assert {row["member"] for row in rows["shrink-effort2"]} <= {"low", "high"}
+    points = curves["shrink-effort2"].points
+    assert [p.quality for p in points] == [None, None] and points[0].bpp < points[1].bpp
+    assert "shrink-effort2:" in capsys.readouterr().out
+
+
+def test_eval_family_leaves_out_a_target_no_image_meets_and_refuses_when_none_is_met(
+    family, image_folder, tmp_path, capsys
+):
+    out = tmp_path / "curves.json"
+    argv = ["eval", str(family), "--data", str(image_folder), "--json", str(out), "--efforts", "1"]
+    assert main([*argv, "--targets", "0.001", "1.2"]) == 0
+    assert [p.bpp <= 1.2 for p in load_curves(out)["shrink-effort1"].points] == [True]
+    assert "targets [0.001] bpp left out" in capsys.readouterr().out
+    out.unlink()
+    assert main([*argv, "--targets", "0.001"]) == 2
+    assert "no target in [0.001] bpp can be met" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("bad", [["--targets", "nan"], ["--targets", "-1"], ["--efforts", "0"]])
+def test_eval_family_refuses_bad_targets_in_one_line(family, image_folder, tmp_path, capsys, bad):
+    out = tmp_path / "curves.json"
+    assert main(["eval", str(family), "--data", str(image_folder), "--json", str(out), *bad]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "targets are bpp in (0, 64)" in error and not out.exists()
+
+
+def test_export_bundles_as_a_family_measures_each_member_on_the_test_images(tmp_path, image_folder):
+    low = perturbed_bundle(tmp_path / "low", image_folder, ratio=2, seed=1)
+    high = perturbed_bundle(tmp_path / "high", image_folder, ratio=1, seed=2)
+    out = tmp_path / "fam"
+    argv = [
+        "export",
+        "--bundle",
+        str(low),
+        str(high),
+        "zoo:cpu",
+        "--out",
+        str(out),
+        "--test",
+        str(image_folder),
+    ]
+    assert main([*argv, "--family", "--qualities", "20", "80"]) == 0
+    family = load_family(out)
+    assert [m.name for m in family.members] == ["low", "high", "cpu"] and family.test == str(image_folder)
+    assert all([p.quality for p in m.curve.points] == [20, 80] for m in family.members)
+    ratio_1 = family.members[1].curve.points
+    assert ratio_1[0].bpp > family.members[0].curve.points[0].bpp  # full resolution costs more bytes
+    with Image.open(next(image_folder.iterdir())) as image:
+        assert compress_image(image, out, bpp=ratio_1[-1].bpp * 2)  # a codec compress takes
+
+
+@pytest.mark.parametrize("trouble", ["no --family", "not a bundle"])
+def test_export_bundles_refuses_in_one_line_and_writes_nothing(tmp_path, image_folder, capsys, trouble):
+    low = perturbed_bundle(tmp_path / "low", image_folder, ratio=2, seed=1)
+    second = image_folder if trouble == "not a bundle" else low
+    out = tmp_path / "fam"
+    argv = ["export", "--bundle", str(low), str(second), "--out", str(out), "--test", str(image_folder)]
+    assert main(argv + ([] if trouble == "no --family" else ["--family"])) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and not out.exists() and not is_family(out)
+    assert ("give --family" if trouble == "no --family" else "not a shrink bundle") in error
