@@ -3,11 +3,11 @@
 For each image and target Q, every codec gets the smallest file whose decoded MS-SSIM (RGB, as evaluation
 measures it) reaches Q, by the same binary search over its quality (:func:`lowest_quality_reaching`); ours is
 :func:`choose` with ``msssim=Q``. Printed side by side from one run: mean bytes per codec over the images
-every codec reached, ours as a ratio to each, and the encode time of each per image as a ratio to one plain
-JPEG encode at quality 75.
+every codec reached, ours (at each ``--efforts`` level: a family's members tried per image) as a ratio to
+each, and the encode time of each per image as a ratio to one plain JPEG encode at quality 75.
 
     .venv/bin/python benchmarks/msssim_target.py --model zoo:cpu --data ../shared/data/kodak \\
-        --targets 0.93 0.96 0.98 --json runs/msssim_target.json
+        --targets 0.93 0.96 0.98 --efforts 1 2 --json runs/msssim_target.json
 """
 
 from __future__ import annotations
@@ -56,28 +56,33 @@ def measure(args: argparse.Namespace) -> dict:
         base = jpeg_encode_seconds(image.pixels)
         for target in args.targets:
             row = {"image": image.name, "target": target, "jpeg_q75_encode_s": base}
-            choice, seconds = timed(_ours, image.pixels, args, target)
-            row["shrink"] = None if choice is None else len(choice.data)
-            row["shrink_s"] = seconds
+            for effort in args.efforts:
+                choice, seconds = timed(_ours, image.pixels, args.model, target, effort)
+                row[ours(effort)] = None if choice is None else len(choice.data)
+                row[f"{ours(effort)}_s"] = seconds
             for name, codec in BASELINES.items():
                 row[name], row[f"{name}_s"] = timed(baseline_bytes, codec(), image.pixels, target)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return {"model": args.model, "data": str(args.data), "effort": args.effort, "rows": rows}
+    return {"model": args.model, "data": str(args.data), "efforts": args.efforts, "rows": rows}
 
 
-def _ours(pixels, args: argparse.Namespace, target: float):
+def ours(effort: int) -> str:
+    return f"shrink-e{effort}"
+
+
+def _ours(pixels, model: str, target: float, effort: int):
     try:
-        return choose(pixels, args.model, msssim=target, effort=args.effort)
+        return choose(pixels, model, msssim=target, effort=effort)
     except ValueError:  # unreachable for this image
         return None
 
 
 def summary(result: dict, targets: list[float]) -> list[str]:
-    codecs = ["shrink", *BASELINES]
-    lines = [f"{'target':>7} {'images':>6} " + " ".join(f"{c + ' bytes':>12}" for c in codecs)
-             + " " + " ".join(f"{'vs ' + c:>9}" for c in BASELINES)
-             + " " + " ".join(f"{c + ' enc':>11}" for c in codecs)]  # fmt: skip
+    mine = [ours(effort) for effort in result["efforts"]]
+    codecs = [*mine, *BASELINES]
+    lines = [f"{'target':>7} {'images':>6} {'codec':>10} {'bytes':>9} {'encode':>9} "
+             + " ".join(f"{'vs ' + c:>9}" for c in BASELINES)]  # fmt: skip
     for target in targets:
         rows = [r for r in result["rows"] if r["target"] == target]
         reached = [r for r in rows if all(r[c] is not None for c in codecs)]
@@ -86,11 +91,14 @@ def summary(result: dict, targets: list[float]) -> list[str]:
             continue
         mean = {c: statistics.mean(r[c] for r in reached) for c in codecs}
         encode = {c: statistics.mean(r[f"{c}_s"] / r["jpeg_q75_encode_s"] for r in rows) for c in codecs}
-        lines.append(
-            f"{target:>7} {len(reached):>6} " + " ".join(f"{mean[c]:>12,.0f}" for c in codecs) + " "
-            + " ".join(f"{100 * (mean['shrink'] / mean[c] - 1):>+8.1f}%" for c in BASELINES) + " "
-            + " ".join(f"{encode[c]:>10.0f}x" for c in codecs)
-        )  # fmt: skip
+        for c in codecs:
+            versus = [
+                f"{100 * (mean[c] / mean[b] - 1):>+8.1f}%" if c in mine else f"{'':>9}" for b in BASELINES
+            ]
+            lines.append(
+                f"{target:>7} {len(reached):>6} {c:>10} {mean[c]:>9,.0f} {encode[c]:>8.0f}x "
+                + " ".join(versus)
+            )
     return lines
 
 
@@ -99,14 +107,14 @@ def main() -> None:
     parser.add_argument("--model", default="zoo:cpu", help="bundle, family, checkpoint or zoo:NAME")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.93, 0.96, 0.98])
-    parser.add_argument("--effort", type=int, default=2)
+    parser.add_argument("--efforts", type=int, nargs="+", default=[2], help="compress --effort levels")
     parser.add_argument("--limit", type=int, help="the first N images only")
     parser.add_argument("--json", type=Path, help="where to write every row and the summary")
     args = parser.parse_args()
     result = measure(args)
     lines = summary(result, args.targets)
     print("\n".join(lines))
-    print("(bytes: mean over the images every codec reached; vs: ours against it; enc: encode time per image "
+    print("(bytes: mean over the images every codec reached; vs: ours against it; encode: time per image "
           "as a multiple of one JPEG q75 encode)")  # fmt: skip
     if args.json:
         atomic_write_text(args.json, json.dumps({**result, "summary": lines}, indent=1))
