@@ -18,6 +18,7 @@ from shrink.compression.family import Family, load_family, save_family
 from shrink.compression.rd import RDCurve
 
 from .records import CHECKPOINT_ATTR, DEV_POINTS_ATTR, EPOCHS_ATTR, RD_POINT_ATTR, TEST_CURVE_ATTR, read_curve
+from .study import stored_spec
 
 
 class ExportError(ValueError):
@@ -91,5 +92,11 @@ def export_family(
         for trial in trials:
             bundle = export_trial(study, trial, tmp)
             members.append((bundle.name, bundle, member_test_curve(trial, bundle, images, qualities)))
-        save_family(out_dir, members, test=str(test or "stored"), overwrite=overwrite)
+        save_family(out_dir, members, test=str(test or stored_test_folder(study)), overwrite=overwrite)
     return load_family(out_dir)
+
+
+def stored_test_folder(study: optuna.Study) -> str:
+    """Where the study's stored test curves were measured: its spec's [test] folder (absolute)."""
+    spec = stored_spec(study)
+    return (spec.spec.test.data if spec is not None else None) or "stored"

@@ -227,9 +227,10 @@ LOW = [(0.3, 10.0), (0.6, 12.0), (1.2, 13.0)]
 HIGH = [(0.8, 11.0), (2.0, 14.0), (4.0, 17.0)]
 
 
-def crossing_family(tmp_path: Path, image_folder: Path) -> Path:
-    """A codec family of two tiny bundles whose test curves are LOW (ratio 2) and HIGH (ratio 1)."""
+def crossing_family(tmp_path: Path, image_folder: Path, test: str = "hand-made") -> Path:
+    """A codec family of two tiny bundles whose test curves are LOW (ratio 2) and HIGH (ratio 1), said to be
+    measured on ``test``."""
     low = perturbed_bundle(tmp_path / "b-low", image_folder, ratio=2, seed=1)
     high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
     members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
-    return save_family(tmp_path / "family", members, test="hand-made")
+    return save_family(tmp_path / "family", members, test=test)

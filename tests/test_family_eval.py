@@ -28,7 +28,7 @@ def test_eval_family_measures_each_effort_as_compress_makes_the_files(family, im
     argv = ["eval", str(family), "--data", str(image_folder), "--json", str(out), "--targets", *TARGETS]
     assert main([*argv, "--efforts", "1", "2"]) == 0
     curves = load_curves(out)
-    assert set(curves) == {"shrink-envelope", "shrink-effort1", "shrink-effort2"}
+    assert set(curves) == {"shrink-effort1", "shrink-effort2"}  # the members' curves: not on these images
     rows = {name: curves[name].per_image for name in ("shrink-effort1", "shrink-effort2")}
     assert all(len(r) == 3 * len(TARGETS) for r in rows.values())  # every image at every target
     for by_average, per_image in zip(rows["shrink-effort1"], rows["shrink-effort2"], strict=True):
@@ -42,7 +42,19 @@ def test_eval_family_measures_each_effort_as_compress_makes_the_files(family, im
     assert {row["member"] for row in rows["shrink-effort2"]} <= {"low", "high"}
     points = curves["shrink-effort2"].points
     assert [p.quality for p in points] == [None, None] and points[0].bpp < points[1].bpp
-    assert "shrink-effort2:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "shrink-effort2:" in printed
+    assert "shrink-envelope left out: the members' curves were measured on hand-made" in printed
+
+
+def test_eval_family_writes_the_envelope_of_mean_curves_measured_on_the_same_images(tmp_path, image_folder):
+    family = crossing_family(tmp_path, image_folder, test=str(image_folder))
+    out = tmp_path / "curves.json"
+    argv = ["eval", str(family), "--data", str(image_folder), "--json", str(out), "--targets", *TARGETS]
+    assert main([*argv, "--efforts", "1"]) == 0
+    curves = load_curves(out)
+    assert set(curves) == {"shrink-envelope", "shrink-effort1"}
+    assert curves["shrink-envelope"].points == load_family(family).envelope_curve().points
 
 
 def test_eval_family_leaves_out_a_target_no_image_meets_and_refuses_when_none_is_met(

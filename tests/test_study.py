@@ -305,7 +305,7 @@ def test_demo_runs_the_whole_path_end_to_end_and_resumes_without_training_again(
         assert trial.user_attrs["epochs"][-1]["step"] == 12  # [refine]: 2 epochs x 6 steps
     family = load_family(tmp_path / "demo" / "family")
     assert {m.name for m in family.members} <= {f"trial-{t.number:05d}" for t in refined}
-    assert family.test == "stored"
+    assert family.test == "samples:test"  # where the stored test curves were measured: the spec's [test]
     # a second run attaches to both finished studies and trains nothing more
     assert demo_main(argv) == 0
     assert "continuing study 'demo-refine'" in capsys.readouterr().out

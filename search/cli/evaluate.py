@@ -4,13 +4,14 @@ shrink eval FAMILY --data DIR [--targets T ...] [--efforts N ...] --json OUT"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from shrink.compression.baselines import DEFAULT_QUALITIES
 from shrink.compression.cost import config_cost, format_cost
 from shrink.compression.data import load_images
 from shrink.compression.evaluate import choice_targets, evaluate_choice, evaluate_file
-from shrink.compression.family import is_family, load_family
-from shrink.compression.rd import save_compressai, save_curves
+from shrink.compression.family import Family, is_family, load_family
+from shrink.compression.rd import RDCurve, save_compressai, save_curves
 
 from ._common import ArgumentParser, format_rd_table, output_file, run_command
 
@@ -81,7 +82,7 @@ def run_family(args: argparse.Namespace) -> int:
             f"targets are bpp in (0, 64) and efforts at least 1, got {targets} and {args.efforts}"
         )
     images = load_images(args.data)
-    curves = {f"{args.name}-envelope": family.envelope_curve(f"{args.name}-envelope")}
+    curves = envelope_on(family, args.data, f"{args.name}-envelope")
     for effort in args.efforts:
         name = f"{args.name}-effort{effort}"
         curves[name], missed = evaluate_choice(family.path, images, targets, effort, name, progress=True)
@@ -94,6 +95,15 @@ def run_family(args: argparse.Namespace) -> int:
     save_curves(args.json, curves, meta | {"targets": " ".join(f"{t:g}" for t in targets)})
     print(f"wrote {args.json}")
     return 0
+
+
+def envelope_on(family: Family, data: str, name: str) -> dict[str, RDCurve]:
+    """The envelope of the members' mean curves, only where they were measured on ``data`` itself: beside
+    curves measured on ``data``, a curve from another image set would read as one of them."""
+    if Path(family.test).resolve() == Path(data).resolve():
+        return {name: family.envelope_curve(name)}
+    print(f"{name} left out: the members' curves were measured on {family.test}, not on {data}")
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
