@@ -70,6 +70,10 @@ class Family:
     def envelope_curve(self, name: str = "family") -> RDCurve:
         return envelope_curve(self.members, self.metric, name)
 
+    def measured_on(self, data: str | Path) -> bool:
+        """Whether the members' test curves were measured on the image folder (or sample set) ``data``."""
+        return Path(self.test).resolve() == Path(data).resolve()
+
     def member(self, sha256: str) -> Member | None:
         return next((m for m in self.members if m.sha256 == sha256), None)
 

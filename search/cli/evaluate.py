@@ -4,7 +4,6 @@ shrink eval FAMILY --data DIR [--targets T ...] [--efforts N ...] --json OUT"""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from shrink.compression.baselines import DEFAULT_QUALITIES
 from shrink.compression.cost import config_cost, format_cost
@@ -100,7 +99,7 @@ def run_family(args: argparse.Namespace) -> int:
 def envelope_on(family: Family, data: str, name: str) -> dict[str, RDCurve]:
     """The envelope of the members' mean curves, only where they were measured on ``data`` itself: beside
     curves measured on ``data``, a curve from another image set would read as one of them."""
-    if Path(family.test).resolve() == Path(data).resolve():
+    if family.measured_on(data):
         return {name: family.envelope_curve(name)}
     print(f"{name} left out: the members' curves were measured on {family.test}, not on {data}")
     return {}
