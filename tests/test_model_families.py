@@ -421,6 +421,21 @@ def test_the_cpu_study_searches_the_presets_family_and_switches_the_comcnn_off_w
     assert warmups == {2, 64}
 
 
+def test_the_full_range_study_adds_ratio_1_with_its_inner_codec_drawn_only_there():
+    """studies/full.toml: cpu.toml's search over ratios 1-3 and qualities up to 95; the inner JPEG encoder
+    (libjpeg or jpegli) is drawn only at ratio 1, and the refine crop divides by every ratio."""
+    spec = load_spec(REPO / "studies" / "full.toml")
+    ratios, codecs = set(), set()
+    for params, config in sampled_configs(spec, 40, seed=2):
+        ratios.add(config.model.ratio)
+        assert ("codec.name" in params) == (config.model.ratio == 1)
+        codecs.add(config.codec.name)
+        assert 10 <= config.codec.quality <= 95
+    assert ratios == {1, 2, 3}
+    assert codecs == {"jpeg", "jpegli"}
+    assert all(spec.spec.refine.crop % ratio == 0 for ratio in ratios)
+
+
 @pytest.mark.parametrize(
     ("rec", "com", "mode"),
     [

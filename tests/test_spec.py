@@ -92,7 +92,7 @@ def with_space(folder: Path, space: dict, **top) -> dict:
 
 
 # ---- shipped specs ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["demo.toml", "cpu.toml", "paper.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "cpu.toml", "full.toml", "paper.toml"])
 def test_shipped_specs_load(name: str):
     path = STUDIES / name
     if not path.is_file():
@@ -104,12 +104,14 @@ def test_shipped_specs_load(name: str):
         assert resolved.base_config.training.epochs == budget.epochs
 
 
-@pytest.mark.parametrize("name", ["cpu", "paper"])
-def test_shipped_data_folders_are_the_shared_ones_from_any_working_directory(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "preset"), [("cpu", "cpu"), ("full", "cpu"), ("paper", "paper")])
+def test_shipped_data_folders_are_the_shared_ones_from_any_working_directory(
+    name, preset, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     for config in (
         load_spec(STUDIES / f"{name}.toml").base_config,
-        load_config(STUDIES / "presets" / f"{name}.toml"),
+        load_config(STUDIES / "presets" / f"{preset}.toml"),
     ):
         assert Path(config.data.train) == Path(os.path.normpath(SHARED_DATA / "train"))
         assert Path(config.data.dev) == Path(os.path.normpath(SHARED_DATA / "dev"))
