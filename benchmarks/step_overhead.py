@@ -13,8 +13,12 @@ and the decoded compact images). A ComCNN step (straight-through: the codec in i
 pipelined) is timed real vs identity.
 Targets (issue 22): pipelined <= 1.15 x identity at the paper preset on a GPU.
 
+``--codecs jpeg mozjpeg``: instead, the same RecCNN-turn step with each inner codec's real round trip, serial
+and pipelined, in alternating blocks, and each codec's step time as a ratio to the first codec's (issue 37:
+mozjpeg <= 1.3 x libjpeg).
+
     .venv/bin/python benchmarks/step_overhead.py [--config studies/presets/demo.toml] [--set KEY=VALUE ...]
-        [--steps 8] [--repeats 6]
+        [--steps 8] [--repeats 6] [--codecs jpeg mozjpeg ...]
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shrink.compression.codecs import RoundTripJob
-from shrink.compression.config import load_config
+from shrink.compression.codecs import BatchRoundTrip, RoundTripJob, build_codec
+from shrink.compression.config import CodecConfig, load_config
 from shrink.compression.trainer import Trainer
 
 
@@ -115,6 +119,33 @@ def reccnn_steps(trainer: Trainer, steps: int, repeats: int) -> None:
         )
 
 
+def codec_steps(trainer: Trainer, names: list[str], steps: int, repeats: int) -> None:
+    """RecCNN-turn steps with each codec's real round trip (same trainer, batches and threads), serial and
+    pipelined, in alternating blocks; each codec's time as a ratio to the first codec's."""
+    threads = trainer.channel.round_trip.pool._max_workers
+    trips = {name: BatchRoundTrip(build_codec(CodecConfig(name=name)), threads) for name in names}
+    real_arms = [arm for arm in ARMS if not arm.identity]
+    times: dict[tuple[str, str], list[float]] = {(a.name, n): [] for a in real_arms for n in names}
+    for repeat in range(repeats + 1):  # the first round warms every arm up
+        for arm in real_arms:
+            for name, trip in trips.items():
+                use_arm(trainer, arm, trip)
+                seconds, _ = time_block(trainer, steps)
+                if repeat:
+                    times[arm.name, name].append(seconds)
+    trainer._close_batches()
+    for arm in real_arms:
+        first = times[arm.name, names[0]]
+        for name in names:
+            ratio = statistics.median(t / f for t, f in zip(times[arm.name, name], first, strict=True))
+            print(
+                f"RecCNN turn, {arm.name:15s} {name:8s}: "
+                f"{statistics.median(times[arm.name, name]) * 1e3:8.1f} ms/step, {ratio:.3f} x {names[0]}"
+            )
+    for trip in trips.values():
+        trip.close()
+
+
 def comcnn_step(trainer: Trainer, repeats: int) -> None:
     batch, x, _ = trainer._take_batch()
     real_round_trip = trainer.channel.round_trip
@@ -143,6 +174,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per block")
     parser.add_argument("--repeats", type=int, default=6, help="blocks per arm")
+    parser.add_argument("--codecs", nargs="+", help="compare these inner codecs' steps (the first: anchor)")
     args = parser.parse_args()
 
     # every step a RecCNN turn, no epoch end in the way
@@ -158,8 +190,11 @@ def main() -> None:
             f"{torch.get_num_threads()} torch threads, "
             f"{trainer.channel.round_trip.pool._max_workers} codec threads"
         )
-        reccnn_steps(trainer, args.steps, args.repeats)
-        comcnn_step(trainer, args.repeats)
+        if args.codecs:
+            codec_steps(trainer, args.codecs, args.steps, args.repeats)
+        else:
+            reccnn_steps(trainer, args.steps, args.repeats)
+            comcnn_step(trainer, args.repeats)
         trainer.channel.close()
 
 

@@ -46,7 +46,7 @@ from .models import ShrinkModel
 from .tiling import DEFAULT_TILE, compact_image, reconstruct_uint8, tilings
 
 # Codecs whose files are standard JPEGs, so they carry the SHRINK segment and decode with Pillow.
-JPEG_CODECS = ("jpeg", "jpegli")
+JPEG_CODECS = ("jpeg", "mozjpeg", "jpegli")
 
 ImageLike = torch.Tensor | np.ndarray | Image.Image
 
@@ -65,7 +65,7 @@ class OpenBundle:
     sha256: str
 
     def jpeg_codec(self) -> Codec:
-        """The bundle's codec: JPEG (Pillow) or jpegli; a WebP/AVIF bundle is refused (it writes no JPEG)."""
+        """The bundle's codec: JPEG (Pillow), mozjpeg or jpegli; a WebP/AVIF bundle is refused (no JPEG)."""
         if self.config.codec.name not in JPEG_CODECS:
             raise ValueError(
                 f"the bundle's codec is {self.config.codec.name}; shrink compress writes JPEG files"

@@ -1,5 +1,5 @@
-"""Baseline RD curves with real codecs: plain JPEG / jpegli / WebP / AVIF / JPEG XL, and downscale -> codec ->
-bicubic upscale.
+"""Baseline RD curves with real codecs: plain JPEG / mozjpeg / jpegli / WebP / AVIF / JPEG XL, and
+downscale -> codec -> bicubic upscale.
 
 Rates are ``len()`` of the real file over the ORIGINAL W x H; reconstructions are rounded to 8 bits as a
 decoded PNG would be, and measured on full images (batch size 1) against the original. A point is the mean
@@ -34,7 +34,7 @@ from .resample import bicubic_down, bicubic_up, pad_to_multiple, quantize_8bit
 _GRID = tuple(range(5, 96, 5))
 # JPEG XL's "quality" is cjxl's (libjxl's distance from quality: q5..95 -> distance 19.7..0.55), jpegli's is
 # its libjpeg-style quality.
-BASELINE_CODECS = ("jpeg", "webp", "avif", "jpegli", "jpegxl")
+BASELINE_CODECS = ("jpeg", "mozjpeg", "webp", "avif", "jpegli", "jpegxl")
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     kind: _GRID for name in BASELINE_CODECS for kind in (name, f"down-{name}")
 }
@@ -45,7 +45,8 @@ Row = dict[str, Any]
 # A baseline is its codec at a high effort, not at the speed-oriented defaults the training loop uses: libwebp
 # method 6, the smallest files Pillow offers (-20.1 % vs JPEG on Kodak; method 4: -16.0 %), and libavif speed
 # 4 (-48.3 %; speed 6: -45.8 %; 0.9 s per Kodak image against 0.2 s, where speed 2 takes 2.5 s and speed 0
-# 8 s). JPEG is 4:2:0 with optimized Huffman tables, as in the reference figures. jpegli is pyjpegli's only
+# 8 s). JPEG is 4:2:0 with optimized Huffman tables, as in the reference figures; mozjpeg is cjpeg's default
+# (its imagemagick tables, trellis quantisation, progressive scans, 4:2:0). jpegli is pyjpegli's only
 # setting (4:2:0, baseline); JPEG XL is libjxl at effort 7, cjxl's default (:class:`.codecs.JpegXLCodec`).
 BASELINE_WEBP_METHOD = 6
 BASELINE_AVIF_SPEED = 4
@@ -174,8 +175,8 @@ def run_baselines(
     threads: int = 0,
     progress: bool = False,
 ) -> dict[str, RDCurve]:
-    """Curves "jpeg", "webp", "avif", "jpegli", "jpegxl" (``codecs``) and "down{r}-{codec}" for each ratio x
-    ``downscale_codecs``.
+    """Curves "jpeg", "mozjpeg", "webp", "avif", "jpegli", "jpegxl" (``codecs``) and "down{r}-{codec}"
+    for each ratio x ``downscale_codecs``.
 
     ``qualities``: None for :data:`DEFAULT_QUALITIES`, one grid for every curve, or a mapping from curve kind
     ("jpeg", "down-jpeg", ...) to grid, missing kinds falling back to the defaults.

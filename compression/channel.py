@@ -34,7 +34,7 @@ class CodecChannel:
         self.codec = codec
         self.gradient_mode = gradient_mode
         self.round_trip = BatchRoundTrip(codec, threads)
-        self.proxy = JpegProxy(subsampling)
+        self.proxy = JpegProxy(subsampling, table_set=codec.tables, max_quantizer=codec.max_quantizer)
 
     @torch.no_grad()
     def real(self, compact: torch.Tensor, qualities: Sequence[int]) -> tuple[torch.Tensor, list[int]]:

@@ -1,6 +1,7 @@
 """Real image codecs behind one small interface: encode -> bytes, decode -> image.
 
-JPEG, WebP and AVIF go through Pillow; jpegli (Google's JPEG encoder, through ``pyjpegli``) writes standard
+JPEG, WebP and AVIF go through Pillow; mozjpeg (trellis quantisation, progressive scans: :mod:`.mozjpeg`) and
+jpegli (Google's JPEG encoder, through ``pyjpegli``) writes standard
 JPEG files, decoded by Pillow like any JPEG; JPEG XL (libjxl, through ``imagecodecs``) is a reference codec
 for the baseline curves only (:data:`REFERENCE_CODECS`), not a training codec.
 The byte count used everywhere in shrink is ``len()`` of what :meth:`Codec.encode` returns: the real file.
@@ -21,7 +22,9 @@ import pyjpegli
 import torch
 from PIL import Image
 
+from . import mozjpeg
 from .config import CodecConfig, ConfigError
+from .qtables import BASELINE_MAX, EXTENDED_MAX, scaled_tables
 
 
 class Codec(ABC):
@@ -30,6 +33,10 @@ class Codec(ABC):
     name: str = ""
     pillow_format: str = ""
     extension: str = ""
+    # What the differentiable JPEG proxy quantises with when it stands in for this codec (jpegli's adaptive
+    # tables, WebP and AVIF have none of their own to offer it): a set of :mod:`.qtables` and its clamp.
+    tables = "annex-k"
+    max_quantizer = BASELINE_MAX
 
     @abstractmethod
     def save_options(self, quality: int) -> dict: ...
@@ -56,14 +63,45 @@ class Codec(ABC):
 
 @dataclass
 class JpegCodec(Codec):
+    """Pillow's libjpeg(-turbo). ``tables`` other than Annex K (libjpeg's own) are scaled by quality here, as
+    libjpeg would scale them (8-bit entries, baseline files), and handed to Pillow as ``qtables``."""
+
     subsampling: str = "4:2:0"
     optimize: bool = True
+    tables: str = "annex-k"
     name = "jpeg"
     pillow_format = "JPEG"
     extension = ".jpg"
+    max_quantizer = BASELINE_MAX
 
     def save_options(self, quality: int) -> dict:
-        return {"quality": int(quality), "subsampling": self.subsampling, "optimize": self.optimize}
+        options = {"subsampling": self.subsampling, "optimize": self.optimize}
+        if self.tables == "annex-k":
+            return options | {"quality": int(quality)}
+        # no "quality" beside qtables: Pillow would pass it to libjpeg as a second scale factor
+        luma, chroma = scaled_tables(self.tables, quality, self.max_quantizer)
+        return options | {"qtables": [luma.ravel().tolist(), chroma.ravel().tolist()]}
+
+
+@dataclass
+class MozjpegCodec(Codec):
+    """mozjpeg 4.0.3 (:mod:`.mozjpeg`): trellis quantisation, progressive scans, its default table set
+    (``imagemagick``) or another named one, 16-bit table entries at low qualities as cjpeg writes them.
+    Standard JPEG files, decoded by Pillow like :class:`JpegCodec`."""
+
+    subsampling: str = "4:2:0"
+    tables: str = "imagemagick"
+    name = "mozjpeg"
+    pillow_format = "JPEG"
+    extension = ".jpg"
+    max_quantizer = EXTENDED_MAX
+
+    def save_options(self, quality: int) -> dict:
+        return {"quality": int(quality), "subsampling": self.subsampling, "tables": self.tables}
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        self.check_image(image)
+        return mozjpeg.encode(image, int(quality), self.subsampling, self.tables)
 
 
 @dataclass
@@ -154,7 +192,8 @@ class JpegXLCodec(Codec):
 
 
 CODECS: dict[str, Callable[[CodecConfig], Codec]] = {
-    "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize),
+    "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize, tables=c.tables or "annex-k"),
+    "mozjpeg": lambda c: MozjpegCodec(subsampling=c.subsampling, tables=c.tables or "imagemagick"),
     "jpegli": lambda c: JpegliCodec(),
     "webp": lambda c: WebPCodec(method=c.webp_method),
     "avif": lambda c: AvifCodec(subsampling=c.subsampling, speed=c.avif_speed),

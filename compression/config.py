@@ -24,7 +24,11 @@ Norm = Literal["none", "batch", "group"]
 Activation = Literal["relu", "leaky_relu", "gelu", "silu"]
 GradientMode = Literal["identity", "straight-through", "proxy"]
 ScheduleName = Literal["constant", "cosine", "step"]
-CodecName = Literal["jpeg", "jpegli", "webp", "avif"]
+CodecName = Literal["jpeg", "mozjpeg", "jpegli", "webp", "avif"]
+# keys of qtables.TABLE_SETS (mozjpeg's nine built-in sets, in its index order)
+TableSetName = Literal[
+    "annex-k", "flat", "msssim-kodak", "imagemagick", "psnr-hvs-m", "klein", "watson", "ahumada", "peterson"
+]
 Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
 ComLoss = Literal["mixture", "gain"]
 ComFamily = Literal["residual", "car"]  # keys of models.COMCNN_FAMILIES
@@ -114,6 +118,11 @@ class CodecConfig(Strict):
     )
     quality_range: tuple[int, int] = (10, 95)
     subsampling: Subsampling = "4:2:0"
+    tables: TableSetName | None = Field(
+        None,
+        description="quantisation table set (jpeg and mozjpeg; scaled by quality as libjpeg does); None: "
+        "the codec's own: annex-k for jpeg, imagemagick for mozjpeg",
+    )
     optimize: bool = True
     webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 6 = smallest files, slowest")
     avif_speed: int = Field(6, ge=0, le=10, description="libavif encoder speed: 0 = smallest files, slowest")
@@ -126,6 +135,15 @@ class CodecConfig(Strict):
         low, high = self.quality_range
         if not 1 <= low <= high <= 100:
             raise ValueError(f"quality_range must satisfy 1 <= low <= high <= 100, got {self.quality_range}")
+        return self
+
+    @model_validator(mode="after")
+    def _tables_are_honoured(self) -> CodecConfig:
+        if self.tables is not None and self.name not in ("jpeg", "mozjpeg"):
+            raise ValueError(
+                f"codec.tables = {self.tables!r}, but only jpeg and mozjpeg take a table set ({self.name} "
+                "chooses its own): leave codec.tables unset or use codec.name = 'jpeg' or 'mozjpeg'"
+            )
         return self
 
     @model_validator(mode="after")

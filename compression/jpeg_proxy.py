@@ -8,7 +8,8 @@ The pipeline mirrors what Pillow's encoder and decoder do, step by step, on floa
 2. Chroma subsampling by average pooling (libjpeg's ``h2v2``/``h2v1`` downsample is a 2x2 / 2x1 mean),
    rounded to integers again.
 3. Level shift by -128 and an orthonormal 8x8 DCT-II per block (equal to JPEG's FDCT).
-4. Division by the quality-scaled Annex K tables, :func:`soft_round`, multiplication back.
+4. Division by the quality-scaled tables (Annex K, or the :mod:`.qtables` set the codec writes),
+   :func:`soft_round`, multiplication back.
 5. IDCT, +128, clamp each plane to 0..255 (libjpeg's range limit), chroma upsampling with bilinear
    interpolation at half-pixel centres -- libjpeg's default "fancy upsampling" triangle filter (weights
    3/4, 1/4, edges replicated), up to its integer rounding -- and YCbCr -> RGB.
@@ -39,27 +40,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .qtables import BASELINE_MAX, TABLE_SETS
+
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), natural (row-major) order.
-ANNEX_K_LUMA = (
-    (16, 11, 10, 16, 24, 40, 51, 61),
-    (12, 12, 14, 19, 26, 58, 60, 55),
-    (14, 13, 16, 24, 40, 57, 69, 56),
-    (14, 17, 22, 29, 51, 87, 80, 62),
-    (18, 22, 37, 56, 68, 109, 103, 77),
-    (24, 35, 55, 64, 81, 104, 113, 92),
-    (49, 64, 78, 87, 103, 121, 120, 101),
-    (72, 92, 95, 98, 112, 100, 103, 99),
-)
-ANNEX_K_CHROMA = (
-    (17, 18, 24, 47, 99, 99, 99, 99),
-    (18, 21, 26, 66, 99, 99, 99, 99),
-    (24, 26, 56, 99, 99, 99, 99, 99),
-    (47, 66, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-)
+ANNEX_K_LUMA, ANNEX_K_CHROMA = TABLE_SETS["annex-k"]
 
 # Chroma subsampling factors (vertical, horizontal) as Pillow names them.
 SUBSAMPLING: dict[str, tuple[int, int]] = {"4:4:4": (1, 1), "4:2:2": (1, 2), "4:2:0": (2, 2)}
@@ -88,8 +72,11 @@ _YCBCR_TO_RGB = (
 )
 
 
-def quality_tables(qualities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Annex K tables scaled exactly like libjpeg's ``jpeg_set_quality(q, force_baseline=TRUE)``.
+def quality_tables(
+    qualities: torch.Tensor, table_set: str = "annex-k", max_value: int = BASELINE_MAX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A named table set (:data:`.qtables.TABLE_SETS`, Annex K by default) scaled exactly like libjpeg's
+    ``jpeg_set_quality(q, force_baseline)``: entries clamped to ``1..max_value`` (255: baseline, as Pillow).
 
     ``qualities`` is a (B,) tensor of integer qualities (clamped to 1..100 as libjpeg does); returns the
     (B, 8, 8) luma and chroma tables in natural order as integer-valued float32 on the same device.
@@ -97,10 +84,10 @@ def quality_tables(qualities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     q = torch.as_tensor(qualities).round().long().clamp(1, 100).reshape(-1)
     scale = torch.where(q < 50, torch.div(5000, q, rounding_mode="floor"), 200 - 2 * q)
     tables = []
-    for base in (ANNEX_K_LUMA, ANNEX_K_CHROMA):
+    for base in TABLE_SETS[table_set]:
         table = torch.tensor(base, dtype=torch.long, device=q.device)
         scaled = torch.div(table * scale.view(-1, 1, 1) + 50, 100, rounding_mode="floor")
-        tables.append(scaled.clamp(1, 255).float())
+        tables.append(scaled.clamp(1, max_value).float())
     return tables[0], tables[1]
 
 
@@ -230,18 +217,27 @@ class JpegProxy(torch.nn.Module):
         rounding: str = "ste",
         rate_scale: float = RATE_SCALE,
         header_bits: float = HEADER_BITS,
+        table_set: str = "annex-k",
+        max_quantizer: int = BASELINE_MAX,
     ):
         super().__init__()
         if subsampling not in SUBSAMPLING:
             raise ValueError(f"unknown subsampling {subsampling!r}; expected one of {sorted(SUBSAMPLING)}")
+        if table_set not in TABLE_SETS:
+            raise ValueError(f"unknown table set {table_set!r}; expected one of {', '.join(TABLE_SETS)}")
         soft_round(torch.zeros(1), rounding)  # validate the mode early
         self.subsampling = subsampling
         self.rounding = rounding
         self.rate_scale = rate_scale
         self.header_bits = header_bits
+        self.table_set = table_set
+        self.max_quantizer = max_quantizer
 
     def extra_repr(self) -> str:
-        return f"subsampling={self.subsampling!r}, rounding={self.rounding!r}, rate_scale={self.rate_scale}"
+        return (
+            f"subsampling={self.subsampling!r}, rounding={self.rounding!r}, rate_scale={self.rate_scale}, "
+            f"table_set={self.table_set!r}"
+        )
 
     def codec_plane(self, plane: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Code (B, C, H, W) planes on the 0..255 scale with (B, 8, 8) tables -> decoded planes, rate (B,)."""
@@ -270,7 +266,7 @@ class JpegProxy(torch.nn.Module):
         rgb = round_ste(clamp_ste(x) * 255.0)  # the uint8 pixels the real codec gets (codecs.to_uint8)
         rgb = F.pad(rgb, (0, (-width) % 16, 0, (-height) % 16), mode="replicate")
         ycbcr = round_ste(rgb_to_ycbcr(rgb))  # libjpeg stores 8-bit Y, Cb, Cr samples
-        luma_table, chroma_table = quality_tables(qualities)
+        luma_table, chroma_table = quality_tables(qualities, self.table_set, self.max_quantizer)
         luma, luma_rate = self.codec_plane(ycbcr[:, :1], luma_table)
         chroma = round_ste(chroma_down(ycbcr[:, 1:], self.subsampling))
         chroma, chroma_rate = self.codec_plane(chroma, chroma_table)

@@ -26,7 +26,7 @@ from .cache import CurveCache, cache_key, images_fingerprint
 
 DOWNSCALE_RATIO = 2
 # JPEG itself comes from the study; jpegli and JPEG XL are the reference curves of `shrink baselines`
-DEV_BASELINES = (f"down{DOWNSCALE_RATIO}-jpeg", "webp", "avif", "jpegli", "jpegxl")
+DEV_BASELINES = (f"down{DOWNSCALE_RATIO}-jpeg", "mozjpeg", "webp", "avif", "jpegli", "jpegxl")
 ALL_BASELINES = ("jpeg", *DEV_BASELINES)
 
 

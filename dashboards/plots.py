@@ -22,6 +22,7 @@ from .study_info import (
 METRIC_LABELS = {"msssim": "MS-SSIM", "msssim_db": "MS-SSIM (dB)", "psnr": "PSNR (dB)"}
 CURVE_COLORS = {
     "jpeg": "#1f77b4",
+    "mozjpeg": "#aec7e8",
     "webp": "#9467bd",
     "avif": "#8c564b",
     "jpegli": "#17becf",

@@ -122,8 +122,8 @@ def test_shrink_baselines_writes_one_compressai_file_per_curve(image_folder, tmp
     assert f"wrote {folder / 'jpeg.json'}" in capsys.readouterr().out
 
 
-# Reference figures on Kodak from shared/data/README.md (jpegli: the issue's figure).
-REFERENCE_BD = {"down2-jpeg": -31.4, "webp": -24.2, "avif": -48.0, "jpegli": -8.7}
+# Reference figures on Kodak from shared/data/README.md (jpegli, mozjpeg: the issues' figures).
+REFERENCE_BD = {"down2-jpeg": -31.4, "webp": -24.2, "avif": -48.0, "jpegli": -8.7, "mozjpeg": -20.7}
 REFERENCE_JPEG = {10: (0.256, 0.894), 50: (0.869, 0.977)}
 
 
@@ -139,7 +139,7 @@ def kodak_curves() -> dict:
     images = load_images(shared_folder("kodak"))
     # Only the curves checked below: JPEG XL (effort 7) would add ~70 s on 2 cores; jpegli adds ~32 s.
     qualities = {"avif": COARSE_GRID, "webp": COARSE_GRID}
-    return run_baselines(images, qualities=qualities, codecs=("jpeg", "webp", "avif", "jpegli"))
+    return run_baselines(images, qualities=qualities, codecs=("jpeg", "mozjpeg", "webp", "avif", "jpegli"))
 
 
 # Measured here with the default grids (q5..95 step 5): down2-jpeg -32.5 %, WebP (method 6) -20.1 % (method 4:
@@ -152,7 +152,7 @@ MEASURED_WEBP_BD = -20.1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["down2-jpeg", "avif", "jpegli"])
+@pytest.mark.parametrize("name", ["down2-jpeg", "avif", "jpegli", "mozjpeg"])
 def test_kodak_bd_rates_match_reference(kodak_curves: dict, name: str) -> None:
     measured = bd_rate_curves(kodak_curves["jpeg"], kodak_curves[name])
     assert measured == pytest.approx(REFERENCE_BD[name], abs=2.0)

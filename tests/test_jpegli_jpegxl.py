@@ -204,7 +204,8 @@ def test_unknown_codec_names_are_refused_in_one_line(tmp_path: Path, capsys) -> 
     assert main(["train", "--config", str(preset), "--set", "codec.name=nope", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "codec.name" in err and "'jpegli'" in err
-    with pytest.raises(ConfigError, match=r"^codec.name = 'nope' is not a codec; choose one of jpeg, jpegli"):
+    refusal = r"^codec.name = 'nope' is not a codec; choose one of jpeg, mozjpeg, jpegli"
+    with pytest.raises(ConfigError, match=refusal):
         build_codec(CodecConfig.model_construct(name="nope"))
     assert main(["baselines", "--data", str(tmp_path), "--json", f"{out}.json", "--codecs", "nope"]) == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err

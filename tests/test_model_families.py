@@ -421,19 +421,33 @@ def test_the_cpu_study_searches_the_presets_family_and_switches_the_comcnn_off_w
     assert warmups == {2, 64}
 
 
-def test_the_full_range_study_adds_ratio_1_with_its_inner_codec_drawn_only_there():
-    """studies/full.toml: cpu.toml's search over ratios 1-3 and qualities up to 95; the inner JPEG encoder
-    (libjpeg or jpegli) is drawn only at ratio 1, and the refine crop divides by every ratio."""
+def test_the_full_range_study_adds_ratio_1_and_the_refine_crop_divides_by_every_ratio():
+    """studies/full.toml: cpu.toml's search over ratios 1-3 and qualities up to 95."""
     spec = load_spec(REPO / "studies" / "full.toml")
-    ratios, codecs = set(), set()
-    for params, config in sampled_configs(spec, 40, seed=2):
-        ratios.add(config.model.ratio)
-        assert ("codec.name" in params) == (config.model.ratio == 1)
-        codecs.add(config.codec.name)
-        assert 10 <= config.codec.quality <= 95
+    ratios = {config.model.ratio for _, config in sampled_configs(spec, 40, seed=2)}
     assert ratios == {1, 2, 3}
-    assert codecs == {"jpeg", "jpegli"}
     assert all(spec.spec.refine.crop % ratio == 0 for ratio in ratios)
+    assert all(10 <= config.codec.quality <= 95 for _, config in sampled_configs(spec, 40, seed=2))
+
+
+@pytest.mark.parametrize("name", ["cpu.toml", "full.toml"])
+def test_the_cpu_studies_draw_the_inner_codec_and_its_tables_where_it_takes_them(name: str):
+    """Issue 37: libjpeg, mozjpeg or jpegli at every ratio; a table set and 4:2:0/4:4:4 only for libjpeg and
+    mozjpeg (jpegli chooses its own tables and writes 4:2:0 only)."""
+    spec = load_spec(REPO / "studies" / name)
+    seen: dict[str, set] = {"codec": set(), "tables": set(), "subsampling": set(), "ratio": set()}
+    for params, config in sampled_configs(spec, 60, seed=3):
+        codec = config.codec
+        takes_tables = codec.name in ("jpeg", "mozjpeg")
+        assert ("codec.tables" in params) == takes_tables == ("codec.subsampling" in params)
+        assert (codec.tables is not None) == takes_tables
+        seen["codec"].add(codec.name)
+        seen["ratio"].add((config.model.ratio, codec.name))
+        seen["tables"].add(codec.tables)
+        seen["subsampling"].add(codec.subsampling)
+    assert seen["codec"] == {"jpeg", "mozjpeg", "jpegli"}
+    assert len(seen["tables"]) >= 6 and seen["subsampling"] == {"4:2:0", "4:4:4"}
+    assert {codec for ratio, codec in seen["ratio"] if ratio == 2} == seen["codec"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from shrink.compression.rd import load_curves
 from ._common import ArgumentParser, run_command
 
 # The anchors `shrink zoo list` shows; `shrink zoo show` prints every anchor of the card.
-LIST_ANCHORS = ("jpeg", "webp", "avif")
+LIST_ANCHORS = ("jpeg", "mozjpeg", "webp", "avif")
 
 
 def build_parser() -> ArgumentParser:
