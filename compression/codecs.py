@@ -1,11 +1,12 @@
 """Real image codecs behind one small interface: encode -> bytes, decode -> image.
 
 JPEG, WebP and AVIF go through Pillow; mozjpeg (trellis quantisation, progressive scans: :mod:`.mozjpeg`) and
-jpegli (Google's JPEG encoder, through ``pyjpegli``) writes standard
-JPEG files, decoded by Pillow like any JPEG; JPEG XL (libjxl, through ``imagecodecs``) is a reference codec
-for the baseline curves only (:data:`REFERENCE_CODECS`), not a training codec.
+jpegli (Google's JPEG encoder, through ``pyjpegli``) write standard JPEG files, decoded by Pillow like any
+JPEG; JPEG XL (libjxl, through ``imagecodecs``) is a reference codec for the baseline curves only
+(:data:`REFERENCE_CODECS`), not a training codec.
 The byte count used everywhere in shrink is ``len()`` of what :meth:`Codec.encode` returns: the real file.
-Batches round-trip in a thread pool; Pillow, pyjpegli and imagecodecs release the GIL while they work.
+Batches round-trip in a thread pool; Pillow, mozjpeg (ctypes), pyjpegli and imagecodecs release the GIL while
+they work.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import ctypes
 import functools
 import importlib.util
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +37,9 @@ SAMPLING = {"4:4:4": (1, 1, 1, 1, 1, 1), "4:2:2": (1, 2, 1, 1, 1, 1), "4:2:0": (
 # second = the value. FORCE_BASELINE: 8-bit tables only.
 FORCE_BASELINE = 1 << 13
 
-_load_lock = threading.Lock()
 
-
-class MozjpegUnavailable(RuntimeError):
-    """The jpeglib wheel (or its mozjpeg build) is not installed."""
+class MozjpegUnavailable(ValueError):
+    """The jpeglib wheel (or its mozjpeg build) is not installed: one line, as bad input is."""
 
 
 def library_path() -> Path:
@@ -58,8 +55,9 @@ def library_path() -> Path:
 
 @functools.cache
 def _library() -> ctypes.CDLL:
-    with _load_lock:
-        library = ctypes.CDLL(str(library_path()))
+    if not hasattr(os, "memfd_create"):
+        raise MozjpegUnavailable("mozjpeg writes into an anonymous memory file (memfd_create): Linux only")
+    library = ctypes.CDLL(str(library_path()))
     function = library.write_jpeg_spatial
     int_p, short_p = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_short)
     function.argtypes = [
@@ -89,14 +87,6 @@ def _library() -> ctypes.CDLL:
     ]
     function.restype = ctypes.c_int
     return library
-
-
-def check_available() -> None:
-    """Raise :class:`MozjpegUnavailable` with a one-line reason when mozjpeg cannot be loaded."""
-    try:
-        _library()
-    except OSError as error:
-        raise MozjpegUnavailable(f"cannot load mozjpeg ({library_path()}): {error}") from None
 
 
 def _ints(ctype, values) -> ctypes.Array:
@@ -129,9 +119,10 @@ def encode(
         raise ValueError(f"mozjpeg: unknown table set {tables!r}; choose one of {', '.join(TABLE_SETS)}")
     pixels = np.ascontiguousarray(image)
     flags = (FORCE_BASELINE, 0xFFFFFFFF if baseline else ~FORCE_BASELINE & 0xFFFFFFFF)
+    library = _library()
     fd = os.memfd_create("shrink-mozjpeg", os.MFD_CLOEXEC)
     try:
-        status = _library().write_jpeg_spatial(
+        status = library.write_jpeg_spatial(
             f"/proc/self/fd/{fd}".encode(),
             pixels.ctypes.data,
             _ints(ctypes.c_int, (height, width)),

@@ -234,3 +234,28 @@ def crossing_family(tmp_path: Path, image_folder: Path, test: str = "hand-made")
     high = perturbed_bundle(tmp_path / "b-high", image_folder, ratio=1, seed=2)
     members = [("low", low, curve("low", LOW)), ("high", high, curve("high", HIGH))]
     return save_family(tmp_path / "family", members, test=test)
+
+
+def compress_with_codec_bundle(tmp_path: Path, image, overrides: list[str], codec) -> bytes:
+    """``shrink compress`` then ``decompress`` an HxWx3 image with an untrained bundle of ``overrides``'s
+    codec: checks that the file is ``codec``'s own JPEG of the compact image with the SHRINK segment added,
+    that it opens at the compact size and decompresses at the full one; returns the file's bytes."""
+    from shrink.compression.api import compact_bytes
+    from shrink.compression.container import read_header, segment
+
+    config = config_from_dict(tiny_config_dict(tmp_path), overrides)
+    model = build_model(config.model).eval()
+    bundle = save_bundle(tmp_path / "bundle", model, config, {"name": "codec"})
+    photo, jpg, png = tmp_path / "photo.png", tmp_path / "photo.jpg", tmp_path / "photo.out.png"
+    Image.fromarray(image).save(photo)
+    assert main(["compress", str(photo), "--model", str(bundle), "-o", str(jpg), "--quality", "40"]) == 0
+    data = jpg.read_bytes()
+    bare = compact_bytes(model, torch.from_numpy(image.copy()).permute(2, 0, 1), codec, 40)
+    assert data.replace(segment(read_header(data)), b"") == bare  # the codec's file + the SHRINK segment
+    height, width = image.shape[:2]
+    with Image.open(jpg) as opened:
+        assert opened.format == "JPEG" and opened.size == (width // 2, height // 2)
+    assert main(["decompress", str(jpg), "--model", str(bundle), "-o", str(png)]) == 0
+    with Image.open(png) as restored:
+        assert restored.size == (width, height)
+    return data

@@ -11,9 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shrink.compression.api import compact_bytes
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve, resolve_codec, run_baselines
-from shrink.compression.bundle import save_bundle
 from shrink.compression.codecs import (
     BatchRoundTrip,
     JpegliCodec,
@@ -24,16 +22,15 @@ from shrink.compression.codecs import (
     to_uint8,
 )
 from shrink.compression.config import CodecConfig, ConfigError, config_from_dict
-from shrink.compression.container import read_header, segment
 from shrink.compression.data import NamedImage
 from shrink.compression.metrics import bpp
-from shrink.compression.models import build_model
 from shrink.compression.trainer import Trainer
 from shrink.search.cli import main
 from shrink.search.space import active_params, config_for
 from shrink.search.spec import load_spec
 
 from .conftest import REPO, textured_image, tiny_config_dict
+from .helpers import compress_with_codec_bundle
 
 HEIGHT, WIDTH = 176, 208  # a known size (36608 pixels), > 160 px for 5-scale MS-SSIM
 JXL_SIGNATURE = b"\xff\x0a"  # a bare JPEG XL codestream
@@ -111,21 +108,7 @@ def test_jpegli_refuses_a_subsampling_it_cannot_honour(tmp_path: Path, capsys) -
 
 
 def test_a_jpegli_bundle_compresses_into_a_shrink_jpeg(tmp_path: Path, image: np.ndarray) -> None:
-    config = config_from_dict(tiny_config_dict(tmp_path), ["codec.name=jpegli"])
-    model = build_model(config.model).eval()
-    bundle = save_bundle(tmp_path / "bundle", model, config, {"name": "jpegli"})
-    photo, jpg, png = tmp_path / "photo.png", tmp_path / "photo.jpg", tmp_path / "photo.out.png"
-    Image.fromarray(image).save(photo)
-    assert main(["compress", str(photo), "--model", str(bundle), "-o", str(jpg), "--quality", "40"]) == 0
-    data = jpg.read_bytes()
-    header = read_header(data)
-    bare = compact_bytes(model, torch.from_numpy(image.copy()).permute(2, 0, 1), JpegliCodec(), 40)
-    assert data.replace(segment(header), b"") == bare  # the jpegli file, with the SHRINK segment added
-    with Image.open(jpg) as opened:
-        assert opened.format == "JPEG" and opened.size == (WIDTH // 2, HEIGHT // 2)
-    assert main(["decompress", str(jpg), "--model", str(bundle), "-o", str(png)]) == 0
-    with Image.open(png) as restored:
-        assert restored.size == (WIDTH, HEIGHT)
+    compress_with_codec_bundle(tmp_path, image, ["codec.name=jpegli"], JpegliCodec())
 
 
 @pytest.mark.parametrize("name", ["jpeg", "jpegli"])

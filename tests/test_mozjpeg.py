@@ -15,22 +15,19 @@ import torch
 from PIL import Image
 
 from shrink.compression import mozjpeg
-from shrink.compression.api import compact_bytes
 from shrink.compression.baselines import resolve_codec, run_baselines
-from shrink.compression.bundle import save_bundle
 from shrink.compression.channel import CodecChannel
 from shrink.compression.codecs import BatchRoundTrip, JpegCodec, MozjpegCodec, build_codec, from_uint8
 from shrink.compression.config import CodecConfig, ConfigError, TableSetName, config_from_dict
-from shrink.compression.container import read_header, segment
 from shrink.compression.data import NamedImage
 from shrink.compression.jpeg_proxy import quality_tables
-from shrink.compression.models import build_model
 from shrink.compression.qtables import BASELINE_MAX, EXTENDED_MAX, TABLE_SETS, quality_scale, scaled_tables
 from shrink.compression.rd import save_curves
 from shrink.compression.trainer import Trainer
 from shrink.search.cli import main
 
 from .conftest import REPO, textured_image, tiny_config_dict
+from .helpers import compress_with_codec_bundle
 from .test_jpegli_jpegxl import sof_sampling
 
 HEIGHT, WIDTH = 176, 208
@@ -196,23 +193,9 @@ def test_training_runs_through_mozjpeg(image_folder: Path, tmp_path: Path) -> No
 
 
 def test_a_mozjpeg_bundle_compresses_into_a_shrink_jpeg(tmp_path: Path, image: np.ndarray) -> None:
-    config = config_from_dict(tiny_config_dict(tmp_path), ["codec.name=mozjpeg", "codec.tables=flat"])
-    model = build_model(config.model).eval()
-    bundle = save_bundle(tmp_path / "bundle", model, config, {"name": "mozjpeg"})
-    photo, jpg, png = tmp_path / "photo.png", tmp_path / "photo.jpg", tmp_path / "photo.out.png"
-    Image.fromarray(image).save(photo)
-    assert main(["compress", str(photo), "--model", str(bundle), "-o", str(jpg), "--quality", "40"]) == 0
-    data = jpg.read_bytes()
-    header = read_header(data)
-    codec = MozjpegCodec(tables="flat")
-    bare = compact_bytes(model, torch.from_numpy(image.copy()).permute(2, 0, 1), codec, 40)
-    assert data.replace(segment(header), b"") == bare  # the mozjpeg file, with the SHRINK segment added
+    overrides = ["codec.name=mozjpeg", "codec.tables=flat"]
+    data = compress_with_codec_bundle(tmp_path, image, overrides, MozjpegCodec(tables="flat"))
     assert file_tables(data) == flat(scaled_tables("flat", 40, EXTENDED_MAX))
-    with Image.open(jpg) as opened:
-        assert opened.format == "JPEG" and opened.size == (WIDTH // 2, HEIGHT // 2)
-    assert main(["decompress", str(jpg), "--model", str(bundle), "-o", str(png)]) == 0
-    with Image.open(png) as restored:
-        assert restored.size == (WIDTH, HEIGHT)
 
 
 def test_mozjpeg_is_a_baseline_curve(image: np.ndarray) -> None:

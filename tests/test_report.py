@@ -251,19 +251,19 @@ def test_report_writes_one_self_contained_page_with_every_section(toy_study, tmp
     assert (tmp_path / "report.html.cache.json").is_file()
     assert not list(tmp_path.glob(".report.html.*.tmp"))
     n_bundles = len([p for p in bundles.iterdir() if p.is_dir()])
-    assert text.count("<tr><td class=name>trial-") == 2 * n_bundles * 6  # dev and --data tables, 6 anchors
+    assert text.count("<tr><td class=name>trial-") == 2 * n_bundles * 7  # dev and --data tables, 7 anchors
 
 
 def test_report_data_reuses_cached_curves_and_notes_missing_parts(toy_study, tmp_path):
     study, _, _ = toy_study
     options = ReportOptions(cache=tmp_path / "cache.json", qualities=[30, 70], gallery_images=1)
     first = gather_report(study, options, log=lambda _: None)
-    assert set(first.dev_baselines) == {"jpeg", "down2-jpeg", "webp", "avif", "jpegli", "jpegxl"}
+    assert set(first.dev_baselines) == {"jpeg", "down2-jpeg", "mozjpeg", "webp", "avif", "jpegli", "jpegxl"}
     assert first.dev_baselines["jpeg"].points == RDCurve.from_dict(study.user_attrs["dev_jpeg"]).points
     assert first.data_set is None and first.dev_bundles == {}
-    assert [r.test for r in first.bd_rows] == ["Pareto front"] * 6
+    assert [r.test for r in first.bd_rows] == ["Pareto front"] * 7
     cache = CurveCache(tmp_path / "cache.json")
-    assert len(cache.curves) == 5  # down2-jpeg, webp, avif, jpegli, jpegxl: JPEG is the study's own
+    assert len(cache.curves) == 6  # down2-jpeg, mozjpeg, webp, avif, jpegli, jpegxl: JPEG is the study's own
     second = gather_report(study, options, log=lambda _: None)
     assert {k: c.to_dict() for k, c in second.dev_baselines.items()} == {
         k: c.to_dict() for k, c in first.dev_baselines.items()

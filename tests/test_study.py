@@ -291,6 +291,7 @@ def test_demo_runs_the_whole_path_end_to_end_and_resumes_without_training_again(
     out = capsys.readouterr().out
     assert "Pareto front (" in out and "JPEG @bpp" in out and "created study 'demo-refine'" in out
     assert "family BD-rate vs JPEG on samples:test (msssim_db)" in out
+    assert "family BD-rate vs mozjpeg on samples:test (msssim_db)" in out
     bundles = list((tmp_path / "demo" / "bundles").iterdir())
     assert len(bundles) == 1 and (bundles[0] / "manifest.json").is_file()
     url = f"sqlite:///{tmp_path / 'demo' / 'study.db'}"

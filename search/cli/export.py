@@ -10,7 +10,7 @@ import argparse
 from shrink.compression.baselines import DEFAULT_QUALITIES, codec_curve
 from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics
-from shrink.compression.codecs import JpegCodec
+from shrink.compression.codecs import JpegCodec, MozjpegCodec
 from shrink.compression.data import load_images
 from shrink.compression.evaluate import family_of_bundles
 from shrink.compression.family import Family
@@ -64,12 +64,15 @@ def print_family(family: Family, test: str | None) -> None:
         print(
             f"  envelope {point.bpp:.4f} bpp  MS-SSIM {point.msssim:.5f} ({point.msssim_db:.2f} dB)  {name}"
         )
-    if test:
-        jpeg = codec_curve(load_images(test), JpegCodec(), DEFAULT_QUALITIES["jpeg"])
+    if not test:
+        return
+    images = load_images(test)
+    for label, codec in (("JPEG", JpegCodec()), ("mozjpeg", MozjpegCodec())):  # the JPEG optimisers serve
+        anchor = codec_curve(images, codec, DEFAULT_QUALITIES[codec.name])
         for metric in ("msssim_db", "psnr"):
-            rate, why = safe_bd_rate(jpeg, family.envelope_curve(), metric)
+            rate, why = safe_bd_rate(anchor, family.envelope_curve(), metric)
             text = f"{rate:+.2f} %" if rate is not None else f"n/a ({why})"
-            print(f"  family BD-rate vs JPEG on {test} ({metric}): {text}")
+            print(f"  family BD-rate vs {label} on {test} ({metric}): {text}")
 
 
 def run(args: argparse.Namespace) -> int:
