@@ -24,8 +24,9 @@ from .conftest import REPO, shared_folder, textured_image
 from .helpers import eval_args, trained_like
 
 SHIPPED = "cpu"
-# every shipped model: zoo:cpu, and the first zoo:cpu (libjpeg inside), kept so its files still decompress
-SHIPPED_MODELS = ["cpu", "cpu-libjpeg"]
+# every shipped model: zoo:cpu, the first zoo:cpu (libjpeg inside, kept so its files still decompress), and
+# zoo:cpu-mse
+SHIPPED_MODELS = ["cpu", "cpu-libjpeg", "cpu-mse"]  # cpu-mse: the PSNR sibling (MSE loss)
 BD_TOLERANCE = 0.3  # points of BD-rate between the card and a re-evaluation (the bound)
 
 
