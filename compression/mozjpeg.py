@@ -33,9 +33,9 @@ MAX_SIDE = 65500  # JPEG_MAX_DIMENSION in libjpeg's jmorecfg.h
 JCS_RGB, JCS_YCBCR = 2, 3
 # (vertical, horizontal) sampling factors of Y, Cb, Cr.
 SAMPLING = {"4:4:4": (1, 1, 1, 1, 1, 1), "4:2:2": (1, 2, 1, 1, 1, 1), "4:2:0": (2, 2, 1, 1, 1, 1)}
-# jpeglib's flag bits (_bind.CJpegLib.MASKS): bit set in the first mask = "override the default", in the
-# second = the value. FORCE_BASELINE: 8-bit tables only.
-FORCE_BASELINE = 1 << 13
+# jpeglib's flag masks (_bind.CJpegLib.MASKS): the first says which of the library's defaults to override, the
+# second their values. None is overridden: cjpeg's defaults, force_baseline FALSE among them (16-bit tables).
+KEEP_DEFAULTS = (0, 0xFFFFFFFF)
 
 
 class MozjpegUnavailable(ValueError):
@@ -98,13 +98,11 @@ def encode(
     quality: int,
     subsampling: str = "4:2:0",
     tables: str = "imagemagick",
-    baseline: bool = False,
 ) -> bytes:
     """An HxWx3 uint8 RGB array as the bytes of a mozjpeg JPEG file.
 
     ``tables`` names one of mozjpeg's built-in sets (:data:`.qtables.TABLE_SETS`), scaled by ``quality`` as
-    libjpeg scales them; ``baseline`` clamps the scaled entries to 255 (cjpeg's ``-baseline``), otherwise
-    low qualities use 16-bit entries as cjpeg does by default.
+    libjpeg scales them; low qualities use 16-bit entries as cjpeg does by default.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"mozjpeg: expected HxWx3 uint8, got {image.dtype} {image.shape}")
@@ -118,7 +116,6 @@ def encode(
     if tables not in TABLE_SETS:
         raise ValueError(f"mozjpeg: unknown table set {tables!r}; choose one of {', '.join(TABLE_SETS)}")
     pixels = np.ascontiguousarray(image)
-    flags = (FORCE_BASELINE, 0xFFFFFFFF if baseline else ~FORCE_BASELINE & 0xFFFFFFFF)
     library = _library()
     fd = os.memfd_create("shrink-mozjpeg", os.MFD_CLOEXEC)
     try:
@@ -144,7 +141,7 @@ def encode(
             None,
             None,
             None,
-            *flags,
+            *KEEP_DEFAULTS,
         )
         if status == 0:
             raise OSError("mozjpeg: the encoder could not write its output")
