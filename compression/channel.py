@@ -34,7 +34,7 @@ class CodecChannel:
         self.codec = codec
         self.gradient_mode = gradient_mode
         self.round_trip = BatchRoundTrip(codec, threads)
-        self.proxy = JpegProxy(subsampling, table_set=codec.tables, max_quantizer=codec.max_quantizer)
+        self.proxy = JpegProxy(subsampling, tables=codec.tables, max_quantizer=codec.max_quantizer)
 
     @torch.no_grad()
     def real(self, compact: torch.Tensor, qualities: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
@@ -62,15 +62,17 @@ class CodecChannel:
         qualities: Sequence[int],
         real_decoded: torch.Tensor | None = None,
         with_rate: bool = False,
+        base_tables: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """The decoded image as the ComCNN's loss sees it, with a gradient back to ``compact``, and (with
         ``with_rate``) the JPEG rate proxy's estimates per image (:class:`JpegProxy`: ``bits``, ``bpp`` per
-        compact pixel, ``scan_bits``). The proxy runs once at most.
+        compact pixel, ``scan_bits``). The proxy runs once at most, with ``base_tables`` (learned, with a
+        gradient) in place of the codec's when given.
         """
         stored = stored_values(compact)
         proxy = None
         if self.gradient_mode == "proxy" or with_rate:
-            proxy = self.proxy(stored, self.quality_tensor(qualities, compact.device))
+            proxy = self.proxy(stored, self.quality_tensor(qualities, compact.device), base_tables)
         rate = proxy if with_rate else None
         if self.gradient_mode == "identity":
             return stored, rate

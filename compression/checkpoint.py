@@ -21,6 +21,7 @@ import torch
 from .files import UnreadableFile, atomic_write, check_regular
 
 FORMAT = "shrink-checkpoint/1"
+LEARNED_TABLES_KEY = "learned_tables"  # codec.learn_tables: the integer base tables reached, (2, 64)
 MAX_CHECKPOINT_BYTES = 16 << 30  # weights and optimizer state of the largest configs are ~6 GB
 # torch warns (several lines) about pickle protocols as it refuses a foreign pickle: the refusal says it all
 warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -115,9 +116,16 @@ def state_dict_mismatch(model_config, shapes: Mapping[str, tuple[int, ...]]) -> 
     return None
 
 
+def with_learned_tables(config, learned: Any):
+    """``config`` with the tables a run learned as fixed ``codec.base_tables`` (validated like any config)."""
+    codec = config.codec.model_dump() | {"tables": None, "base_tables": learned, "learn_tables": False}
+    return type(config).model_validate(config.model_dump() | {"codec": codec})
+
+
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, its TrainConfig) from a training checkpoint; the config and the weights' shapes
-    are checked before the model is built."""
+    are checked before the model is built. A run that learned its tables (``codec.learn_tables``) gives the
+    config of the codec it trained: the tables it reached, as ``codec.base_tables``."""
     from pydantic import ValidationError
 
     from .config import TrainConfig, format_validation_error
@@ -129,6 +137,10 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: a shrink checkpoint without its config or model weights (damaged)")
     try:
         config = TrainConfig.model_validate_json(state["config"])
+        if config.codec.learn_tables:
+            if state.get(LEARNED_TABLES_KEY) is None:
+                raise CheckpointError(f"{path}: a run that learned its tables, without them (damaged)")
+            config = with_learned_tables(config, state[LEARNED_TABLES_KEY])
     except ValidationError as error:
         raise CheckpointError(f"{path}: its config is invalid: {format_validation_error(error)}") from None
     shapes = {name: tuple(getattr(t, "shape", ())) for name, t in weights.items()}

@@ -25,7 +25,7 @@ from PIL import Image
 
 from . import mozjpeg
 from .config import CodecConfig, ConfigError
-from .qtables import BASELINE_MAX, EXTENDED_MAX, scaled_tables
+from .qtables import BASELINE_MAX, EXTENDED_MAX, BaseTables, scaled_tables
 
 
 class Codec(ABC):
@@ -35,8 +35,9 @@ class Codec(ABC):
     pillow_format: str = ""
     extension: str = ""
     # What the differentiable JPEG proxy quantises with when it stands in for this codec (jpegli's adaptive
-    # tables, WebP and AVIF have none of their own to offer it): a set of :mod:`.qtables` and its clamp.
-    tables = "annex-k"
+    # tables, WebP and AVIF have none of their own to offer it): a set of :mod:`.qtables` (or explicit base
+    # tables) and its clamp.
+    tables: str | BaseTables = "annex-k"
     max_quantizer = BASELINE_MAX
 
     @abstractmethod
@@ -64,12 +65,13 @@ class Codec(ABC):
 
 @dataclass
 class JpegCodec(Codec):
-    """Pillow's libjpeg(-turbo). ``tables`` other than Annex K (libjpeg's own) are scaled by quality here, as
-    libjpeg would scale them (8-bit entries, baseline files), and handed to Pillow as ``qtables``."""
+    """Pillow's libjpeg(-turbo). ``tables`` other than Annex K (libjpeg's own: a named set or explicit base
+    tables) are scaled by quality here, as libjpeg would scale them (8-bit entries, baseline files), and
+    handed to Pillow as ``qtables``."""
 
     subsampling: str = "4:2:0"
     optimize: bool = True
-    tables: str = "annex-k"
+    tables: str | BaseTables = "annex-k"
     name = "jpeg"
     pillow_format = "JPEG"
     extension = ".jpg"
@@ -87,11 +89,11 @@ class JpegCodec(Codec):
 @dataclass
 class MozjpegCodec(Codec):
     """mozjpeg 4.0.3 (:mod:`.mozjpeg`): trellis quantisation, progressive scans, its default table set
-    (``imagemagick``) or another named one, 16-bit table entries at low qualities as cjpeg writes them.
-    Standard JPEG files, decoded by Pillow like :class:`JpegCodec`."""
+    (``imagemagick``), another named one or explicit base tables, 16-bit table entries at low qualities as
+    cjpeg writes them. Standard JPEG files, decoded by Pillow like :class:`JpegCodec`."""
 
     subsampling: str = "4:2:0"
-    tables: str = "imagemagick"
+    tables: str | BaseTables = "imagemagick"
     name = "mozjpeg"
     pillow_format = "JPEG"
     extension = ".jpg"
@@ -193,8 +195,8 @@ class JpegXLCodec(Codec):
 
 
 CODECS: dict[str, Callable[[CodecConfig], Codec]] = {
-    "jpeg": lambda c: JpegCodec(subsampling=c.subsampling, optimize=c.optimize, tables=c.tables or "annex-k"),
-    "mozjpeg": lambda c: MozjpegCodec(subsampling=c.subsampling, tables=c.tables or "imagemagick"),
+    "jpeg": lambda c: JpegCodec(c.subsampling, c.optimize, c.table_choice("annex-k")),
+    "mozjpeg": lambda c: MozjpegCodec(c.subsampling, c.table_choice("imagemagick")),
     "jpegli": lambda c: JpegliCodec(),
     "webp": lambda c: WebPCodec(method=c.webp_method),
     "avif": lambda c: AvifCodec(subsampling=c.subsampling, speed=c.avif_speed),

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .qtables import BaseTables, check_base_tables
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -123,6 +125,17 @@ class CodecConfig(Strict):
         description="quantisation table set (jpeg and mozjpeg; scaled by quality as libjpeg does); None: "
         "the codec's own: annex-k for jpeg, imagemagick for mozjpeg",
     )
+    base_tables: tuple[tuple[int, ...], tuple[int, ...]] | None = Field(
+        None,
+        description="explicit base tables instead of a named set (jpeg and mozjpeg): luma, then chroma, 64 "
+        "entries each in natural order, scaled by quality like a named set; what learn_tables learns",
+    )
+    learn_tables: bool = Field(
+        False,
+        description="learn the base tables (starting from tables or base_tables) on the ComCNN's turns, "
+        "through the JPEG proxy with the ComCNN's loss; the real codec writes the rounded tables throughout "
+        "and an export holds them as base_tables",
+    )
     optimize: bool = True
     webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 6 = smallest files, slowest")
     avif_speed: int = Field(6, ge=0, le=10, description="libavif encoder speed: 0 = smallest files, slowest")
@@ -139,12 +152,25 @@ class CodecConfig(Strict):
 
     @model_validator(mode="after")
     def _tables_are_honoured(self) -> CodecConfig:
-        if self.tables is not None and self.name not in ("jpeg", "mozjpeg"):
+        for key, value in (("tables", self.tables), ("base_tables", self.base_tables)):
+            if value is not None and self.name not in ("jpeg", "mozjpeg"):
+                raise ValueError(
+                    f"codec.{key} is set, but only jpeg and mozjpeg take a table set ({self.name} chooses its "
+                    f"own): leave codec.{key} unset or use codec.name = 'jpeg' or 'mozjpeg'"
+                )
+        if self.learn_tables and self.name not in ("jpeg", "mozjpeg"):
             raise ValueError(
-                f"codec.tables = {self.tables!r}, but only jpeg and mozjpeg take a table set ({self.name} "
-                "chooses its own): leave codec.tables unset or use codec.name = 'jpeg' or 'mozjpeg'"
+                f"codec.learn_tables, but only jpeg and mozjpeg take a table set ({self.name} chooses its own)"
             )
+        if self.tables is not None and self.base_tables is not None:
+            raise ValueError("give codec.tables (a named set) or codec.base_tables, not both")
+        if self.base_tables is not None:
+            check_base_tables(self.base_tables)
         return self
+
+    def table_choice(self, default: str) -> str | BaseTables:
+        """The tables the codec writes with: the explicit base tables, the named set, or ``default``."""
+        return self.base_tables or self.tables or default
 
     @model_validator(mode="after")
     def _subsampling_is_honoured(self) -> CodecConfig:
@@ -183,7 +209,9 @@ class LossConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    lr: float = Field(
+        1e-3, ge=0.0, le=1.0, description="peak learning rate; 0 freezes the net (its turns still run)"
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: ScheduleName = "cosine"
@@ -317,10 +345,29 @@ class TrainConfig(Strict):
     loss: LossConfig = LossConfig()
     optim_com: OptimizerConfig = OptimizerConfig(lr=1e-4)
     optim_rec: OptimizerConfig = OptimizerConfig()
+    # codec.learn_tables: Adam on the log of each base table entry, so lr is a relative step
+    optim_tables: OptimizerConfig = OptimizerConfig(lr=5e-3, grad_clip=0.0)
     training: TrainingConfig = TrainingConfig()
     data: DataConfig = DataConfig()
     device: DeviceConfig = DeviceConfig()
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _learned_tables_can_learn(self) -> TrainConfig:
+        """The tables learn on the ComCNN's turns, from the proxy's quantiser and rate: refuse runs where
+        they would get no gradient or none from the rate (they would shrink to 1, the largest files)."""
+        if not self.codec.learn_tables:
+            return self
+        problem = None
+        if self.training.gradient_mode != "proxy":
+            problem = "training.gradient_mode = 'proxy' (their gradient comes through the proxy's quantiser)"
+        elif self.loss.com_loss == "mixture" and self.loss.rate_weight == 0:
+            problem = "a rate term: loss.com_loss = 'gain' or loss.rate_weight > 0"
+        elif self.training.rec_warmup_epochs >= self.training.epochs:
+            problem = "ComCNN turns, on which they learn: training.rec_warmup_epochs < training.epochs"
+        if problem:
+            raise ValueError(f"codec.learn_tables needs {problem}")
+        return self
 
     @model_validator(mode="after")
     def _crop_fits_ratio(self) -> TrainConfig:

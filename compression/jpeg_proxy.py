@@ -37,13 +37,14 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .qtables import BASELINE_MAX, TABLE_SETS
+from .qtables import BASE_MAX, BASELINE_MAX, BaseTables, base_arrays
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), natural (row-major) order.
-ANNEX_K_LUMA, ANNEX_K_CHROMA = TABLE_SETS["annex-k"]
+ANNEX_K_LUMA, ANNEX_K_CHROMA = base_arrays("annex-k")
 
 # Chroma subsampling factors (vertical, horizontal) as Pillow names them.
 SUBSAMPLING: dict[str, tuple[int, int]] = {"4:4:4": (1, 1), "4:2:2": (1, 2), "4:2:0": (2, 2)}
@@ -73,22 +74,50 @@ _YCBCR_TO_RGB = (
 
 
 def quality_tables(
-    qualities: torch.Tensor, table_set: str = "annex-k", max_value: int = BASELINE_MAX
+    qualities: torch.Tensor,
+    tables: str | BaseTables | torch.Tensor = "annex-k",
+    max_value: int = BASELINE_MAX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A named table set (:data:`.qtables.TABLE_SETS`, Annex K by default) scaled exactly like libjpeg's
-    ``jpeg_set_quality(q, force_baseline)``: entries clamped to ``1..max_value`` (255: baseline, as Pillow).
+    """Base tables scaled exactly like libjpeg's ``jpeg_set_quality(q, force_baseline)``:
+    ``(base * scale + 50) // 100``, entries clamped to ``1..max_value`` (255: baseline, as Pillow).
 
+    ``tables``: a named set (:data:`.qtables.TABLE_SETS`, Annex K by default), explicit base tables, or a
+    (2, 8, 8) float tensor of base tables (:class:`LearnedTables`), rounded to integers straight-through so
+    the scaled tables are the real codec's and the gradient reaches the base entries (d/dbase = scale / 100).
     ``qualities`` is a (B,) tensor of integer qualities (clamped to 1..100 as libjpeg does); returns the
     (B, 8, 8) luma and chroma tables in natural order as integer-valued float32 on the same device.
     """
     q = torch.as_tensor(qualities).round().long().clamp(1, 100).reshape(-1)
-    scale = torch.where(q < 50, torch.div(5000, q, rounding_mode="floor"), 200 - 2 * q)
-    tables = []
-    for base in TABLE_SETS[table_set]:
-        table = torch.tensor(base, dtype=torch.long, device=q.device)
-        scaled = torch.div(table * scale.view(-1, 1, 1) + 50, 100, rounding_mode="floor")
-        tables.append(scaled.clamp(1, max_value).float())
-    return tables[0], tables[1]
+    scale = torch.where(q < 50, torch.div(5000, q, rounding_mode="floor"), 200 - 2 * q).float()
+    if isinstance(tables, torch.Tensor):
+        base = round_ste(tables.float().to(q.device))
+    else:
+        base = torch.tensor(np.stack(base_arrays(tables)), dtype=torch.float32, device=q.device)
+    numerator = (base[None] * scale.view(-1, 1, 1, 1) + 50.0) / 100.0
+    scaled = numerator + (torch.floor(numerator) - numerator).detach()
+    scaled = clamp_ste(scaled, 1.0, float(max_value))
+    return scaled[:, 0], scaled[:, 1]
+
+
+class LearnedTables(torch.nn.Module):
+    """Base tables (luma, chroma) as parameters: the log of each entry, so an optimiser step is a relative
+    change and the entries stay positive. :meth:`base` is what the proxy quantises with (through
+    :func:`quality_tables`, which rounds it); :meth:`integer_base` is what the real codec writes with."""
+
+    def __init__(self, initial: str | BaseTables):
+        super().__init__()
+        base = torch.tensor(np.stack(base_arrays(initial)), dtype=torch.float32)
+        self.log_base = torch.nn.Parameter(base.log())
+
+    def base(self) -> torch.Tensor:
+        """(2, 8, 8) float base tables, clamped to 1..BASE_MAX straight-through."""
+        return clamp_ste(self.log_base.exp(), 1.0, float(BASE_MAX))
+
+    @torch.no_grad()
+    def integer_base(self) -> BaseTables:
+        """The base tables rounded as :func:`quality_tables` rounds them, as :data:`.qtables.BaseTables`."""
+        entries = self.base().round().clamp(1, BASE_MAX).long().reshape(2, 64)
+        return tuple(tuple(row) for row in entries.tolist())  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=8)
@@ -217,26 +246,25 @@ class JpegProxy(torch.nn.Module):
         rounding: str = "ste",
         rate_scale: float = RATE_SCALE,
         header_bits: float = HEADER_BITS,
-        table_set: str = "annex-k",
+        tables: str | BaseTables = "annex-k",
         max_quantizer: int = BASELINE_MAX,
     ):
         super().__init__()
         if subsampling not in SUBSAMPLING:
             raise ValueError(f"unknown subsampling {subsampling!r}; expected one of {sorted(SUBSAMPLING)}")
-        if table_set not in TABLE_SETS:
-            raise ValueError(f"unknown table set {table_set!r}; expected one of {', '.join(TABLE_SETS)}")
+        base_arrays(tables)  # validate the tables early
         soft_round(torch.zeros(1), rounding)  # validate the mode early
         self.subsampling = subsampling
         self.rounding = rounding
         self.rate_scale = rate_scale
         self.header_bits = header_bits
-        self.table_set = table_set
+        self.tables = tables
         self.max_quantizer = max_quantizer
 
     def extra_repr(self) -> str:
         return (
             f"subsampling={self.subsampling!r}, rounding={self.rounding!r}, rate_scale={self.rate_scale}, "
-            f"table_set={self.table_set!r}"
+            f"tables={self.tables if isinstance(self.tables, str) else 'explicit'!r}"
         )
 
     def codec_plane(self, plane: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,27 +274,33 @@ class JpegProxy(torch.nn.Module):
         decoded = block_idct(soft_round(levels, self.rounding) * table) + 128.0
         return clamp_ste(decoded, 0.0, 255.0), rate_terms(levels)
 
-    def forward(self, x: torch.Tensor, qualities: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, qualities: torch.Tensor, base: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) batch, got {tuple(x.shape)}")
         qualities = torch.as_tensor(qualities, device=x.device).reshape(-1)
         if qualities.numel() != x.shape[0]:
             raise ValueError(f"{qualities.numel()} qualities for a batch of {x.shape[0]}")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x_hat, rate = self.round_trip(x.float(), qualities)
+            x_hat, rate = self.round_trip(x.float(), qualities, base)
         scan_bits = self.rate_scale * rate
         bits = scan_bits + self.header_bits
         height, width = x.shape[-2:]
         bpp = bits / (height * width)
         return {"x_hat": x_hat.to(x.dtype), "bits": bits, "bpp": bpp, "scan_bits": scan_bits}
 
-    def round_trip(self, x: torch.Tensor, qualities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 (B, 3, H, W) in [0, 1] -> decoded batch and unscaled rate terms (B,)."""
+    def round_trip(
+        self, x: torch.Tensor, qualities: torch.Tensor, base: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 (B, 3, H, W) in [0, 1] -> decoded batch and unscaled rate terms (B,); ``base``: learned
+        (2, 8, 8) base tables in place of the proxy's own."""
         height, width = x.shape[-2:]
         rgb = round_ste(clamp_ste(x) * 255.0)  # the uint8 pixels the real codec gets (codecs.to_uint8)
         rgb = F.pad(rgb, (0, (-width) % 16, 0, (-height) % 16), mode="replicate")
         ycbcr = round_ste(rgb_to_ycbcr(rgb))  # libjpeg stores 8-bit Y, Cb, Cr samples
-        luma_table, chroma_table = quality_tables(qualities, self.table_set, self.max_quantizer)
+        tables = self.tables if base is None else base
+        luma_table, chroma_table = quality_tables(qualities, tables, self.max_quantizer)
         luma, luma_rate = self.codec_plane(ycbcr[:, :1], luma_table)
         chroma = round_ste(chroma_down(ycbcr[:, 1:], self.subsampling))
         chroma, chroma_rate = self.codec_plane(chroma, chroma_table)

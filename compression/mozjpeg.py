@@ -13,7 +13,7 @@ releases the GIL during the call, so the codec pool's threads encode in parallel
 
 The wrapper installs libjpeg's default error handler, which ends the process on a libjpeg error. Every
 input that libjpeg could refuse is checked here first: an HxWx3 uint8 array of 1..65500 pixels a side, a
-quality of 1..100, a known table set and subsampling.
+quality of 1..100, a known table set (or valid explicit base tables) and subsampling.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .qtables import TABLE_SETS, mozjpeg_index
+from .qtables import EXTENDED_MAX, TABLE_SETS, BaseTables, mozjpeg_index, scaled_tables
 
 LIBRARY = "mozjpeg403"
 MAX_SIDE = 65500  # JPEG_MAX_DIMENSION in libjpeg's jmorecfg.h
@@ -36,6 +36,8 @@ SAMPLING = {"4:4:4": (1, 1, 1, 1, 1, 1), "4:2:2": (1, 2, 1, 1, 1, 1), "4:2:0": (
 # jpeglib's flag masks (_bind.CJpegLib.MASKS): the first says which of the library's defaults to override, the
 # second their values. None is overridden: cjpeg's defaults, force_baseline FALSE among them (16-bit tables).
 KEEP_DEFAULTS = (0, 0xFFFFFFFF)
+# Explicit tables: table 0 for Y, table 1 for both chroma components (jpeg_set_defaults' assignment).
+TABLE_OF_COMPONENT = (0, 1, 1)
 
 
 class MozjpegUnavailable(ValueError):
@@ -97,12 +99,14 @@ def encode(
     image: np.ndarray,
     quality: int,
     subsampling: str = "4:2:0",
-    tables: str = "imagemagick",
+    tables: str | BaseTables = "imagemagick",
 ) -> bytes:
     """An HxWx3 uint8 RGB array as the bytes of a mozjpeg JPEG file.
 
-    ``tables`` names one of mozjpeg's built-in sets (:data:`.qtables.TABLE_SETS`), scaled by ``quality`` as
-    libjpeg scales them; low qualities use 16-bit entries as cjpeg does by default.
+    ``tables`` names one of mozjpeg's built-in sets (:data:`.qtables.TABLE_SETS`) or gives explicit base
+    tables, scaled by ``quality`` as libjpeg scales them; low qualities use 16-bit entries as cjpeg does by
+    default. A named set is scaled by mozjpeg itself; explicit ones are scaled here the same way and handed
+    over as the file's tables.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"mozjpeg: expected HxWx3 uint8, got {image.dtype} {image.shape}")
@@ -113,8 +117,9 @@ def encode(
         raise ValueError(f"mozjpeg: quality {quality} is outside 1..100")
     if subsampling not in SAMPLING:
         raise ValueError(f"mozjpeg: unknown subsampling {subsampling!r}; choose one of {', '.join(SAMPLING)}")
-    if tables not in TABLE_SETS:
+    if isinstance(tables, str) and tables not in TABLE_SETS:
         raise ValueError(f"mozjpeg: unknown table set {tables!r}; choose one of {', '.join(TABLE_SETS)}")
+    explicit = None if isinstance(tables, str) else _explicit_tables(tables, int(quality))
     pixels = np.ascontiguousarray(image)
     library = _library()
     fd = os.memfd_create("shrink-mozjpeg", os.MFD_CLOEXEC)
@@ -127,10 +132,10 @@ def encode(
             _ints(ctypes.c_int, (3, 3)),
             -1,
             _ints(ctypes.c_int, SAMPLING[subsampling]),
-            None,
+            explicit,
             int(quality),
-            None,
-            mozjpeg_index(tables),
+            None if explicit is None else _ints(ctypes.c_short, TABLE_OF_COMPONENT),
+            mozjpeg_index(tables) if explicit is None else -1,
             -1,
             0,
             None,
@@ -148,6 +153,16 @@ def encode(
         return _read_all(fd)
     finally:
         os.close(fd)
+
+
+def _explicit_tables(tables: BaseTables, quality: int) -> ctypes.Array:
+    """Explicit base tables scaled to ``quality`` (checked by :func:`.qtables.scaled_tables`), as the
+    (luma, chroma) 128 16-bit entries the library's ``qt`` argument takes, natural order."""
+    try:
+        luma, chroma = scaled_tables(tables, quality, EXTENDED_MAX)
+    except ValueError as error:
+        raise ValueError(f"mozjpeg: {error}") from None
+    return _ints(ctypes.c_ushort, [*luma.ravel().tolist(), *chroma.ravel().tolist()])
 
 
 def _read_all(fd: int) -> bytes:

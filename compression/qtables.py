@@ -6,7 +6,11 @@ file written with any of these sets. The sets are mozjpeg's nine built-in ones (
 ``JINT_BASE_QUANT_TBL_IDX``), in the same order, base tables in natural (row-major) order. Set 0 is ITU-T T.81
 Annex K (tables K.1 and K.2), the one libjpeg and Pillow use; set 3 is mozjpeg's default. The values were read
 back from files that mozjpeg 4.0.3 wrote at quality 50 (scale 100 %, no baseline clamp), and
-``tests/test_quant_tables.py`` checks every set at every quality against files that mozjpeg writes.
+``tests/test_mozjpeg.py`` checks every set at every quality against files that mozjpeg and Pillow write.
+
+Wherever a set is named, explicit base tables may stand instead (:data:`BaseTables`: two rows of 64 entries,
+luma then chroma, natural order, the base that quality 50 writes as it is): what ``codec.learn_tables``
+learns and ``codec.base_tables`` holds.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 Table = tuple[tuple[int, ...], ...]
+# Explicit base tables: (luma, chroma), 64 entries each in natural order.
+BaseTables = tuple[tuple[int, ...], tuple[int, ...]]
 
 # name -> (luma, chroma), mozjpeg's index order.
 TABLE_SETS: dict[str, tuple[Table, Table]] = {
@@ -221,6 +227,9 @@ TABLE_SETS: dict[str, tuple[Table, Table]] = {
 # clamp so); libjpeg's ``force_baseline = FALSE`` (mozjpeg's and cjpeg's default) allows 16-bit entries.
 BASELINE_MAX = 255
 EXTENDED_MAX = 32767
+# Bound of an explicit base table's entries: above the largest named base entry (418), and low enough that no
+# quality scales an entry past EXTENDED_MAX's reach unclamped (1000 x 5000 % = 50 000 is clamped).
+BASE_MAX = 1000
 
 
 def mozjpeg_index(name: str) -> int:
@@ -234,13 +243,31 @@ def quality_scale(quality: int) -> int:
     return 5000 // quality if quality < 50 else 200 - 2 * quality
 
 
-def scaled_tables(name: str, quality: int, max_value: int = BASELINE_MAX) -> tuple[np.ndarray, np.ndarray]:
-    """The (luma, chroma) 8x8 tables of set ``name`` at ``quality``, as ``jpeg_set_quality`` makes them:
-    ``(base * scale + 50) // 100`` clamped to ``1..max_value`` (int64, natural order)."""
-    if name not in TABLE_SETS:
-        raise ValueError(f"unknown quantisation table set {name!r}; choose one of {', '.join(TABLE_SETS)}")
+def base_arrays(tables: str | BaseTables) -> tuple[np.ndarray, np.ndarray]:
+    """The (luma, chroma) 8x8 int64 base tables of a named set or of explicit :data:`BaseTables`."""
+    if isinstance(tables, str):
+        if tables not in TABLE_SETS:
+            raise ValueError(f"unknown quantisation table set {tables!r}; choose one of {', '.join(TABLE_SETS)}")
+        return tuple(np.asarray(base, dtype=np.int64) for base in TABLE_SETS[tables])  # type: ignore[return-value]
+    check_base_tables(tables)
+    return tuple(np.asarray(row, dtype=np.int64).reshape(8, 8) for row in tables)  # type: ignore[return-value]
+
+
+def check_base_tables(tables: BaseTables) -> None:
+    """Two rows of 64 integers in 1..BASE_MAX, or a one-line ValueError."""
+    if len(tables) != 2 or any(len(row) != 64 for row in tables):
+        raise ValueError("base tables must be two rows (luma, chroma) of 64 entries each")
+    if not all(isinstance(v, (int, np.integer)) and 1 <= v <= BASE_MAX for row in tables for v in row):
+        raise ValueError(f"base table entries must be integers in 1..{BASE_MAX}")
+
+
+def scaled_tables(
+    tables: str | BaseTables, quality: int, max_value: int = BASELINE_MAX
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (luma, chroma) 8x8 tables of a named set or explicit base tables at ``quality``, as
+    ``jpeg_set_quality`` makes them: ``(base * scale + 50) // 100`` clamped to ``1..max_value`` (int64,
+    natural order)."""
     scale = quality_scale(quality)
     return tuple(  # type: ignore[return-value]
-        np.clip((np.asarray(base, dtype=np.int64) * scale + 50) // 100, 1, max_value)
-        for base in TABLE_SETS[name]
+        np.clip((base * scale + 50) // 100, 1, max_value) for base in base_arrays(tables)
     )

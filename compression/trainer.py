@@ -5,7 +5,9 @@ callback), then checkpoint state. JPEG is not differentiable, so the nets altern
 - RecCNN turn: the real decoded file (no gradient to the ComCNN) -> bicubic up -> RecCNN; loss on x_hat.
 - ComCNN turn: x -> ComCNN -> codec in one of three gradient modes -> frozen RecCNN; loss on x_hat and
   the rate proxy (``loss.com_loss``: a weighted mixture, or the dev gain's own units, dB against ln-rate),
-  plus fidelity to the bicubic downscale and a penalty on compact values outside [0, 1].
+  plus fidelity to the bicubic downscale and a penalty on compact values outside [0, 1]. With
+  ``codec.learn_tables`` the codec's base quantisation tables learn in the same turn, through the proxy's
+  quantiser and rate, and the real codec writes with them (rounded) from then on.
 The guard judges each ComCNN turn once the RecCNN has had its next turn to adapt to it (``guard.when``):
 the dev score (``training.judge``: the gain over JPEG in dB at matched bpp, or the rate against JPEG at
 matched MS-SSIM) is measured with the new ComCNN and again with the ComCNN from before the turn, both behind
@@ -32,12 +34,13 @@ import torch.nn.functional as F
 
 from .baselines import codec_curve
 from .channel import CodecChannel
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import LEARNED_TABLES_KEY, CheckpointError, load_checkpoint, save_checkpoint
 from .codecs import JpegCodec, RoundTripJob, build_codec
 from .config import ConfigError, DataConfig, OptimizerConfig, TrainConfig
 from .cost import config_cost, format_cost
 from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load_images
 from .evaluate import evaluate
+from .jpeg_proxy import LearnedTables
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
 from .models import build_model
 from .pipeline import Batch, BatchStream
@@ -219,6 +222,12 @@ class Trainer:
         self.input_wait_s = 0.0  # how long steps waited for batches and for the codec (benchmarks/)
         self.dev_images = load_dev_images(config.data)
         self.codec = build_codec(config.codec)
+        self.tables: LearnedTables | None = None  # codec.learn_tables: encoder-side, like the ComCNN
+        self.opt_tables: torch.optim.Optimizer | None = None
+        if config.codec.learn_tables:
+            self.tables = LearnedTables(self.codec.tables).to(self.device)
+            self.opt_tables = make_optimizer(self.tables.parameters(), config.optim_tables)
+            self._sync_codec_tables()
         self.channel = CodecChannel(
             self.codec, training.gradient_mode, config.codec.subsampling, config.codec.threads
         )
@@ -238,7 +247,28 @@ class Trainer:
         self.epoch_turns: list[str] = []
 
     def _comcnn_state(self) -> dict:
-        return copy.deepcopy({"model": self.model.comcnn.state_dict(), "optim": self.opt_com.state_dict()})
+        """The encoder side a ComCNN turn trains (the ComCNN, learned tables) and its optimisers."""
+        state = {**self._encoder_weights(), "optim": self.opt_com.state_dict()}
+        if self.opt_tables is not None:
+            state["optim_tables"] = self.opt_tables.state_dict()
+        return copy.deepcopy(state)
+
+    def _encoder_weights(self) -> dict:
+        weights = {"model": self.model.comcnn.state_dict()}
+        if self.tables is not None:
+            weights["tables"] = self.tables.state_dict()
+        return copy.deepcopy(weights)
+
+    def _load_encoder_weights(self, weights: dict) -> None:
+        self.model.comcnn.load_state_dict(weights["model"])
+        if self.tables is not None:
+            self.tables.load_state_dict(weights["tables"])
+            self._sync_codec_tables()
+
+    def _sync_codec_tables(self) -> None:
+        """The real codec writes with the learned tables as rounded now (no round trip is under way: the
+        tables change only in ComCNN turns, and no batch is looked ahead at across one)."""
+        self.codec.tables = self.tables.integer_base()
 
     def _autocast(self):
         """bf16 autocast around the nets' forward passes; losses and metrics run in float32 outside it."""
@@ -274,6 +304,11 @@ class Trainer:
             group["lr"] = self.config.optim_com.lr * com
         for group in self.opt_rec.param_groups:
             group["lr"] = self.config.optim_rec.lr * rec
+        if self.opt_tables is not None:
+            optim = self.config.optim_tables
+            factor = lr_factor(optim, self.step, self.total_steps, optimizer_steps(self.opt_tables), share)
+            for group in self.opt_tables.param_groups:
+                group["lr"] = optim.lr * factor * self.com_lr_scale
 
     def _check_finite(self, loss: torch.Tensor, turn: str) -> None:
         if not torch.isfinite(loss):
@@ -310,6 +345,10 @@ class Trainer:
     def com_step(self, x: torch.Tensor, qualities: list[int]) -> float:
         """ComCNN learns end to end through the codec (gradient mode) and a frozen RecCNN."""
         cfg = self.config.loss
+        base_tables = None
+        if self.tables is not None:
+            self.opt_tables.zero_grad(set_to_none=True)
+            base_tables = self.tables.base()
         with frozen(self.model.reccnn):
             with self._autocast():
                 compressed = self.model.compress(x)
@@ -320,7 +359,7 @@ class Trainer:
                 self.epoch_bpp.extend(bpp(size, *x.shape[-2:]) for size in sizes)
             gain_loss = cfg.com_loss == "gain"
             decoded, rate_proxy = self.channel.differentiable(
-                compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0
+                compact, qualities, real, with_rate=gain_loss or cfg.rate_weight > 0, base_tables=base_tables
             )
             with self._autocast():
                 x_hat = self.model.reconstruct(
@@ -339,6 +378,11 @@ class Trainer:
             loss = loss + cfg.range_weight * excess.pow(2).mean()
         self._check_finite(loss, "ComCNN")
         self._optimizer_step(self.opt_com, loss, self.model.comcnn, self.config.optim_com.grad_clip)
+        if self.tables is not None:
+            if self.config.optim_tables.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.tables.parameters(), self.config.optim_tables.grad_clip)
+            self.opt_tables.step()
+            self._sync_codec_tables()
         return loss.item()
 
     # ---- the turn schedule ----------------------------------------------------------------------------
@@ -471,16 +515,18 @@ class Trainer:
         if not self._guard_due():
             return curve, False, None
         guard, before, self.com_pending = self.config.training.guard, self.com_pending, None
-        after = copy.deepcopy(self.model.comcnn.state_dict())
-        self.model.comcnn.load_state_dict(before["model"])
+        after = self._encoder_weights()
+        self._load_encoder_weights(before)
         baseline_curve = self.evaluate_dev()
         baseline_gain = operating_gain(baseline_curve, self.dev_jpeg)
         score, baseline = self.score(curve), self.score(baseline_curve)
         rate_judged = self.config.training.judge == "rate"
         if score >= baseline - (guard.tolerance_pct if rate_judged else guard.tolerance_db):
-            self.model.comcnn.load_state_dict(after)
+            self._load_encoder_weights(after)
             return curve, False, baseline_gain
         self.opt_com.load_state_dict(before["optim"])
+        if self.opt_tables is not None:
+            self.opt_tables.load_state_dict(before["optim_tables"])
         self.com_lr_scale *= guard.lr_cut
         unit = "% of JPEG's bytes saved" if rate_judged else "dB"
         self.log(
@@ -590,6 +636,16 @@ class Trainer:
             "elapsed_s": self.elapsed_s(),
             "rng": rng,
             "history": json.dumps([asdict(record) for record in self.history]),
+            **self._tables_state(),
+        }
+
+    def _tables_state(self) -> dict:
+        if self.tables is None:
+            return {}
+        return {
+            "tables": self.tables.state_dict(),
+            "optim_tables": self.opt_tables.state_dict(),
+            LEARNED_TABLES_KEY: [list(row) for row in self.tables.integer_base()],
         }
 
     def save(self, path: Path) -> Path:
@@ -607,6 +663,10 @@ class Trainer:
         self.com_pending = state.get("com_pending")  # absent from checkpoints of earlier versions
         self.rec_after_com = bool(state.get("rec_after_com", False))
         self.best_score = float(state.get("best_score", state.get("best_gain")))  # "best_gain" before judges
+        if self.tables is not None:
+            self.tables.load_state_dict(state["tables"])
+            self.opt_tables.load_state_dict(state["optim_tables"])
+            self._sync_codec_tables()
         self.elapsed_before = float(state["elapsed_s"])
         self._close_batches()
         torch.set_rng_state(state["rng"]["torch"])

@@ -84,7 +84,7 @@ def test_the_proxy_quantises_with_the_codecs_tables() -> None:
                 assert luma[index].long().tolist() == expected[0].tolist()
                 assert chroma[index].long().tolist() == expected[1].tolist()
     channel = CodecChannel(MozjpegCodec(tables="watson"), "proxy", threads=1)
-    assert (channel.proxy.table_set, channel.proxy.max_quantizer) == ("watson", EXTENDED_MAX)
+    assert (channel.proxy.tables, channel.proxy.max_quantizer) == ("watson", EXTENDED_MAX)
     channel.close()
 
 
@@ -186,7 +186,7 @@ def test_training_runs_through_mozjpeg(image_folder: Path, tmp_path: Path) -> No
     config = config_from_dict(tiny_config_dict(image_folder, epochs=2), overrides)
     trainer = Trainer(config, tmp_path / "run")
     assert trainer.codec == MozjpegCodec(tables="msssim-kodak")
-    assert trainer.channel.proxy.table_set == "msssim-kodak"
+    assert trainer.channel.proxy.tables == "msssim-kodak"
     result = trainer.run()
     assert [record.turns for record in result.history] == [["rec"], ["com"]]
     assert result.history[-1].train_bpp > 0 and np.isfinite(result.history[-1].dev_gain_db)
