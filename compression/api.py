@@ -47,12 +47,19 @@ from .tiling import DEFAULT_TILE, compact_image, reconstruct_uint8, tilings
 
 # Codecs whose files are standard JPEGs, so they carry the SHRINK segment and decode with Pillow.
 JPEG_CODECS = ("jpeg", "mozjpeg", "jpegli")
+MAX_BPP = 64.0  # raw RGB is 24 bpp; the rest is room for a small image's headers
 
 ImageLike = torch.Tensor | np.ndarray | Image.Image
 
 
 class RateError(ValueError):
     """A target bpp that even quality 1 does not meet."""
+
+
+def check_bpp(bpp: float) -> None:
+    """Refuse a target bpp that is not a finite number in (0, :data:`MAX_BPP`] (1e308 would overflow)."""
+    if not (math.isfinite(bpp) and 0 < bpp <= MAX_BPP):
+        raise ValueError(f"a target bpp lies in (0, {MAX_BPP:g}], got {bpp}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ def compress_image(
     file (all bytes) fits ``bpp`` bits per pixel; ``bundle``: an open bundle, or a bundle or family path."""
     if quality is not None and bpp is not None:
         raise ValueError("give quality or bpp, not both")
+    if bpp is not None:
+        check_bpp(bpp)
     if not isinstance(bundle, OpenBundle):
         bundle = open_bundle(bundle_for_rate(bundle, bpp)[0])
     pixels, model, codec = as_pixels(image), bundle.model, bundle.jpeg_codec()

@@ -32,7 +32,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, one_line, state_dict_mismatch, versions
 from .config import TrainConfig, format_validation_error
-from .files import UnreadableFile, public_mode, read_regular
+from .files import UnreadableFile, public_mode, read_json, read_regular
 from .models import ShrinkModel, build_model
 
 BUNDLE_FORMAT = "shrink-bundle/1"
@@ -47,6 +47,14 @@ MAX_FILE_BYTES = 2 << 30  # any file a manifest lists (the weights of the larges
 
 class BundleError(ValueError):
     """A bundle that cannot be used (missing, altered, truncated, not ours, invalid config)."""
+
+
+class OutputExists(BundleError):
+    """An existing non-empty output folder, refused without ``overwrite`` (a command's ``--force``)."""
+
+    def __init__(self, path: Path, remedy: str = "overwrite=True") -> None:
+        super().__init__(f"{path} exists and is not empty (pass {remedy} to replace it)")
+        self.path = path
 
 
 # ---------------------------------------------------------------- writing
@@ -88,6 +96,11 @@ def write_directory(out_dir: Path, fill: Callable[[Path], None], overwrite: bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_directory_target(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse now what :func:`write_directory` would refuse at the end (for callers with long work first)."""
+    _check_target(Path(out_dir), overwrite)
 
 
 def bundle_from_checkpoint(
@@ -137,7 +150,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise BundleError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise BundleError(f"{out_dir} exists and is not empty (pass overwrite=True to replace it)")
+        raise OutputExists(out_dir)
 
 
 def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
@@ -260,13 +273,11 @@ def read_format_json(file: Path, owner: Path, fmt: str, what: str) -> dict:
     """The JSON object in ``file`` (of the directory ``owner``), whose ``format`` must be ``fmt``; anything
     else is a :class:`BundleError` saying that ``owner`` is not a ``what``."""
     try:
-        document = json.loads(read_regular(file, MAX_JSON_BYTES, file.name))
+        document = read_json(file, MAX_JSON_BYTES, file.name, follow_links=False)
     except FileNotFoundError:
         raise BundleError(f"{file} is missing: {owner} is not a {what}") from None
-    except UnreadableFile as error:
+    except UnreadableFile as error:  # not a regular file, not JSON, too deep, a number out of range
         raise BundleError(str(error)) from None
-    except (ValueError, RecursionError) as error:
-        raise BundleError(f"{file}: not valid JSON: {error}") from None
     if not isinstance(document, dict) or document.get("format") != fmt:
         raise BundleError(f"{owner} is not a {what} ({file}: format {fmt} expected)")
     return document

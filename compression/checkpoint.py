@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
-from .files import UnreadableFile, atomic_write, check_regular
+from .files import UnreadableFile, atomic_write, read_start
 
 FORMAT = "shrink-checkpoint/1"
 LEARNED_TABLES_KEY = "learned_tables"  # codec.learn_tables: the integer base tables reached, (2, 64)
+# How every file torch.save writes starts: a zip archive (a legacy one: a pickle, protocol 2 or later)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 MAX_CHECKPOINT_BYTES = 16 << 30  # weights and optimizer state of the largest configs are ~6 GB
 # torch warns (several lines) about pickle protocols as it refuses a foreign pickle: the refusal says it all
 warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -72,12 +74,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _check_file(path: Path) -> None:
+    """A regular file of bounded size that starts as torch.save's files do: a text file or an image is
+    refused here, before torch's unpickler reads its bytes as opcodes (a bare ``KeyError: 105``)."""
     try:
-        check_regular(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+        start = read_start(path, len(TORCH_FILE_STARTS[0]), MAX_CHECKPOINT_BYTES, "checkpoint")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except (UnreadableFile, OSError) as error:
         raise CheckpointError(f"cannot load checkpoint {path}: {error}") from None
+    if not start.startswith(TORCH_FILE_STARTS):
+        raise CheckpointError(f"{path} is not a shrink checkpoint (not a file torch.save writes)")
 
 
 def _load_error_line(error: Exception) -> str:

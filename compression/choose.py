@@ -22,6 +22,7 @@ from .api import (
     OpenBundle,
     RateError,
     as_pixels,
+    check_bpp,
     compress_image,
     decompress_image,
     open_bundle,
@@ -53,6 +54,8 @@ def check_target(bpp: float | None, msssim: float | None) -> None:
         raise ValueError("give a target bpp or a target MS-SSIM, exactly one")
     if msssim is not None and not 0 < msssim < 1:
         raise ValueError(f"a target MS-SSIM lies in (0, 1), got {msssim}")
+    if bpp is not None:
+        check_bpp(bpp)
 
 
 def candidates(

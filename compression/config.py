@@ -155,12 +155,13 @@ class CodecConfig(Strict):
         for key, value in (("tables", self.tables), ("base_tables", self.base_tables)):
             if value is not None and self.name not in ("jpeg", "mozjpeg"):
                 raise ValueError(
-                    f"codec.{key} is set, but only jpeg and mozjpeg take a table set ({self.name} chooses its "
-                    f"own): leave codec.{key} unset or use codec.name = 'jpeg' or 'mozjpeg'"
+                    f"codec.{key} is set, but only jpeg and mozjpeg take a table set ({self.name} chooses "
+                    f"its own): leave codec.{key} unset or use codec.name = 'jpeg' or 'mozjpeg'"
                 )
         if self.learn_tables and self.name not in ("jpeg", "mozjpeg"):
             raise ValueError(
-                f"codec.learn_tables, but only jpeg and mozjpeg take a table set ({self.name} chooses its own)"
+                f"codec.learn_tables, but only jpeg and mozjpeg take a table set ({self.name} chooses "
+                "its own)"
             )
         if self.tables is not None and self.base_tables is not None:
             raise ValueError("give codec.tables (a named set) or codec.base_tables, not both")

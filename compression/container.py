@@ -12,8 +12,10 @@ rate of a file is its whole ``len()``, the segment included.
 
 Inputs (:func:`read_photo`) are any image Pillow reads: EXIF orientation applied, alpha composited on white
 (a JPEG has no transparency, and the colour under transparent pixels is undefined, often black), 16-bit
-greyscale scaled from its full 0..65535 range, CMYK converted without colour management (with a warning),
-and images over ``PIL.Image.MAX_IMAGE_PIXELS`` refused as decompression bombs.
+greyscale scaled from its full 0..65535 range, 32-bit integer and float greyscale scaled from the range their
+values imply (with a note; values beyond any range refused), CMYK converted without colour management (with
+a warning), only the first frame of an animation or multi-page file (with a note), and images over
+``PIL.Image.MAX_IMAGE_PIXELS`` refused as decompression bombs.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .codecs import Codec
 from .config import format_validation_error
-from .data import ImageLoadError, read_image
+from .data import WIDE_MODES, ImageLoadError, read_image, wide_grey
 from .files import UnreadableFile, check_regular
+from .text import LINE_LIMIT, plain_text
 
 FORMAT = "shrink-jpeg/2"
 MAGIC = b"SHRINK\0"
@@ -181,12 +184,14 @@ def _parse_header(text: bytes) -> Header:
     found = fields.get("format") if isinstance(fields, dict) else None
     if isinstance(found, str) and FORMAT_PATTERN.match(found) and found != FORMAT:
         raise ContainerError(
-            f"file format {found} is not supported (this shrink reads {FORMAT}): compress the original again"
+            f"file format {plain_text(found)} is not supported (this shrink reads {FORMAT}): compress the "
+            "original again"
         )
     try:
         return Header.model_validate(fields)
-    except ValidationError as error:
-        raise ContainerError(f"corrupt shrink header: {format_validation_error(error)}") from None
+    except ValidationError as error:  # it names the file's fields: bounded, as the format is
+        problem = plain_text(format_validation_error(error), LINE_LIMIT)
+        raise ContainerError(f"corrupt shrink header: {problem}") from None
 
 
 def decode_compact(data: bytes, header: Header) -> np.ndarray:
@@ -241,9 +246,12 @@ def read_photo(path: str | Path) -> Photo:
             image = Image.open(path)
         with image:
             check_pixels(image.width, image.height, str(path))
-            if not (image.mode.startswith("I;16") or image.has_transparency_data):
-                return Photo(read_image(path), _plain_notes(image, path))
-            return _converted(ImageOps.exif_transpose(image), path)
+            frames = _frame_notes(image, path)
+            if image.mode.startswith("I;16") or image.mode in WIDE_MODES or image.has_transparency_data:
+                photo = _converted(ImageOps.exif_transpose(image), path)
+            else:
+                photo = Photo(read_image(path), _plain_notes(image, path))
+            return Photo(photo.pixels, frames + photo.notes)
     except ImageLoadError:
         raise
     except UnreadableFile as error:
@@ -254,6 +262,11 @@ def read_photo(path: str | Path) -> Photo:
         raise ImageLoadError(f"cannot read image {path}: {error}") from None
 
 
+def _frame_notes(image: Image.Image, path: Path) -> list[str]:
+    frames = getattr(image, "n_frames", 1)  # an animated GIF or WebP, a multi-page TIFF
+    return [f"note: {path} has {frames} frames: only the first is read"] if frames > 1 else []
+
+
 def _plain_notes(image: Image.Image, path: Path) -> list[str]:
     if image.mode == "CMYK":
         return [f"warning: {path} is CMYK: converted to RGB without colour management"]
@@ -261,11 +274,16 @@ def _plain_notes(image: Image.Image, path: Path) -> list[str]:
 
 
 def _converted(image: Image.Image, path: Path) -> Photo:
-    """16-bit greyscale (scaled from 0..65535) and images with alpha (composited on white)."""
+    """16-bit greyscale (scaled from 0..65535), 32-bit integer or float greyscale (:func:`wide_grey`) and
+    images with alpha (composited on white)."""
     if image.mode.startswith("I;16"):
         grey = np.round(np.asarray(image, dtype=np.float64) / 65535.0 * 255.0).astype(np.uint8)
         array = np.repeat(grey[..., None], 3, axis=2)
         notes = [f"note: {path} is 16-bit: reduced to 8 bits"]
+    elif image.mode in WIDE_MODES:
+        grey, note = wide_grey(image)
+        array = np.repeat(grey[..., None], 3, axis=2)
+        notes = [f"note: {path} {note}"] if note else []
     else:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -43,16 +43,43 @@ class NamedImage:
         return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
 
 
+# Grey images of 32-bit integers (I) or floats (F) hold no bit depth: the values say their range
+WIDE_MODES = {"I": ("32-bit integer", (255.0, 65535.0)), "F": ("floating-point", (1.0, 255.0))}
+
+
+def wide_grey(image: Image.Image) -> tuple[np.ndarray, str | None]:
+    """A mode I or F image as uint8 grey, scaled from the smallest of its mode's ranges (0..255 or 0..65535
+    for integers, 0..1 or 0..255 for floats) that holds every value, and what was done (None for 8-bit
+    integers). Values outside every range, negative or not finite are refused (ValueError): no scale fits."""
+    kind, peaks = WIDE_MODES[image.mode]
+    array = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"its {kind} pixels are not all finite (refused)")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    peak = next((peak for peak in peaks if high <= peak), None)
+    if low < 0 or peak is None:
+        raise ValueError(
+            f"its {kind} pixels run from {low:g} to {high:g}, outside 0..{peaks[-1]:g} "
+            "(refused: no scale to 8 bits fits; convert it to 8 or 16 bits)"
+        )
+    grey = np.round(array / peak * 255.0).astype(np.uint8)
+    if (image.mode, peak) == ("I", 255.0):
+        return grey, None
+    return grey, f"has {kind} pixels: scaled from 0..{peak:g} to 8 bits"
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Read any Pillow image as uint8 RGB 3xHxW, applying its EXIF orientation."""
     path = Path(path)
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if image.mode in ("I;16", "I;16B", "I;16L"):
                 array = np.asarray(image, dtype=np.float64)
                 peak = 65535.0 if array.max() > 255 else 255.0
                 image = Image.fromarray(np.round(array / peak * 255.0).astype(np.uint8), "L")
+            elif image.mode in WIDE_MODES:
+                image = Image.fromarray(wide_grey(image)[0], "L")
             array = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"cannot read image {path}: {error}") from None

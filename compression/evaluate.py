@@ -20,12 +20,12 @@ import torch
 from . import zoo
 from .api import RateError, compact_bytes, decompress_image
 from .baselines import DEFAULT_QUALITIES, codec_curve
-from .bundle import bundle_sha256, is_bundle, load_model
+from .bundle import bundle_sha256, check_directory_target, is_bundle, load_model
 from .choose import choose, open_candidates
 from .codecs import Codec, JpegCodec, build_codec, from_uint8
 from .config import TrainConfig
 from .data import NamedImage, load_images
-from .family import Family, load_family, save_family
+from .family import Family, check_member_names, load_family, save_family
 from .models import ShrinkModel
 from .rd import (
     TIME_KEYS,
@@ -207,7 +207,23 @@ def family_of_bundles(
     progress: bool = False,
 ) -> Family:
     """One codec family of existing bundles (or ``zoo:NAME``), each member's curve measured on ``test`` (name:
-    the zoo name or the bundle folder's). Every bundle is checked before any is measured."""
+    the zoo name or the bundle folder's). Every bundle (files, sha256, weights, codec), every member name and
+    ``out_dir`` are checked before any bundle is measured."""
+    named = member_bundles(bundles)
+    check_member_names(list(named), out_dir)
+    check_directory_target(out_dir, overwrite)
+    opened = {name: opened_member(path) for name, path in named.items()}
+    images, qualities = load_images(test), list(qualities)
+    members = [
+        (name, named[name], evaluate(model, images, qualities, codec, name, progress))
+        for name, (model, codec) in opened.items()
+    ]
+    save_family(out_dir, members, test=str(test), overwrite=overwrite)
+    return load_family(out_dir)
+
+
+def member_bundles(bundles: Sequence[str | Path]) -> dict[str, Path]:
+    """{member name: bundle folder} of ``bundles`` (or ``zoo:NAME``); two members of one name are refused."""
     named = {}
     for given in bundles:
         path = zoo.resolve(given)
@@ -217,11 +233,10 @@ def family_of_bundles(
         if name in named:
             raise ValueError(f"two members would be named {name!r}: rename a bundle folder")
         named[name] = path
-    images, qualities = load_images(test), list(qualities)
-    members = []
-    for name, path in named.items():
-        model, config = load_model(path)
-        curve = evaluate(model, images, qualities, build_codec(config.codec), name, progress)
-        members.append((name, path, curve))
-    save_family(out_dir, members, test=str(test), overwrite=overwrite)
-    return load_family(out_dir)
+    return named
+
+
+def opened_member(path: Path) -> tuple[ShrinkModel, Codec]:
+    """The bundle's model (its files verified) and codec."""
+    model, config = load_model(path)
+    return model, build_codec(config.codec)

@@ -29,12 +29,12 @@ from .bundle import (
     child_path,
     is_bundle,
     load_bundle,
-    plain_name,
     read_format_json,
     write_directory,
 )
 from .files import atomic_write_text
 from .models import ShrinkModel
+from .names import NAME_RULE, shown_names, valid_name
 from .rd import RDCurve, RDPoint, metric_at_rate
 
 FAMILY_FORMAT = "shrink-family/1"
@@ -135,9 +135,7 @@ def save_family(
     out_dir = Path(out_dir)
     if not members:
         raise BundleError(f"{out_dir}: a family needs at least one member")
-    names = [name for name, _, _ in members]
-    if len(set(names)) != len(names) or not all(plain_name(n) for n in names):
-        raise BundleError(f"{out_dir}: member names must be distinct plain names, got {names}")
+    check_member_names([name for name, _, _ in members], out_dir)
     table = []
     for name, bundle, curve in members:
         if not is_bundle(bundle):
@@ -161,6 +159,13 @@ def save_family(
     return write_directory(out_dir, fill, overwrite)
 
 
+def check_member_names(names: list, where: str | Path) -> None:
+    """Refuse repeated member names and any that is not a valid name (:mod:`shrink.compression.names`)."""
+    if not all(valid_name(name) for name in names) or len(set(names)) != len(names):  # set() needs str
+        shown = shown_names(names)
+        raise BundleError(f"{where}: member names must be distinct plain names ({NAME_RULE}), got {shown}")
+
+
 def _check_curve(file: Path, member: Member) -> None:
     points = member.curve.points
     values = [v for p in points for v in (p.bpp, p.msssim, p.msssim_db, p.psnr)]
@@ -182,9 +187,7 @@ def load_family(path: str | Path) -> Family:
         raise BundleError(f"{file}: malformed member table ({type(error).__name__}: {error})") from None
     if not members or document.get("sha256") != identity:
         raise BundleError(f"{file}: sha256 does not match the member table (altered?)")
-    names = [m.name for m in members]
-    if not all(plain_name(n) for n in names) or len(set(names)) != len(names):
-        raise BundleError(f"{file}: member names must be distinct plain names (no '/', no '..'), got {names}")
+    check_member_names([m.name for m in members], file)
     for member in members:
         _check_curve(file, member)
     family = Family(path, members, metric, test, document["sha256"])

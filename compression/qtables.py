@@ -247,7 +247,9 @@ def base_arrays(tables: str | BaseTables) -> tuple[np.ndarray, np.ndarray]:
     """The (luma, chroma) 8x8 int64 base tables of a named set or of explicit :data:`BaseTables`."""
     if isinstance(tables, str):
         if tables not in TABLE_SETS:
-            raise ValueError(f"unknown quantisation table set {tables!r}; choose one of {', '.join(TABLE_SETS)}")
+            raise ValueError(
+                f"unknown quantisation table set {tables!r}; choose one of {', '.join(TABLE_SETS)}"
+            )
         return tuple(np.asarray(base, dtype=np.int64) for base in TABLE_SETS[tables])  # type: ignore[return-value]
     check_base_tables(tables)
     return tuple(np.asarray(row, dtype=np.int64).reshape(8, 8) for row in tables)  # type: ignore[return-value]

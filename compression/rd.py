@@ -21,10 +21,12 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json
 from .metrics import bpp, ms_ssim, msssim_db, psnr
 
 METRICS = ("msssim", "msssim_db", "psnr")
+MAX_CURVE_FILE_BYTES = 256 << 20  # Kodak's baselines with every per-image row take 0.6 MB
+MAX_CURVE_NAME = 200  # characters: a name labels a table row and a plot legend
 # Per-image row keys of the seconds a file's encode and decode took (CompressAI's result keys for their means)
 TIME_KEYS = ("encoding_time", "decoding_time")
 Result = TypeVar("Result")
@@ -201,17 +203,21 @@ def save_curves(
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
+def read_curve_file(path: str | Path) -> Any:
+    """The JSON document of a curve file, read as every file a user hands us is (:func:`read_json`: a regular
+    file of at most :data:`MAX_CURVE_FILE_BYTES`, UTF-8, bounded nesting, finite numbers)."""
+    return read_json(path, MAX_CURVE_FILE_BYTES, "curve file")
+
+
 def load_curves(path: str | Path) -> dict[str, RDCurve]:
     """Curves of a file written by :func:`save_curves`, of a file holding one bare curve dict, or of a
     CompressAI results file (:func:`curve_from_compressai`).
 
-    Anything else (not JSON, a scalar, a curve without points or with a malformed point) is a ValueError
+    Anything else (not a regular file, not JSON, a scalar, a curve name over :data:`MAX_CURVE_NAME`
+    characters, a curve without points or with a malformed or non-finite point) is a one-line ValueError
     naming the file and, where it applies, the curve.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not JSON ({error})") from None
+    data = read_curve_file(path)
     if not isinstance(data, dict):
         holds = JSON_TYPES.get(type(data), "a number")
         raise ValueError(f"{path}: neither a curves file nor a single curve (it holds {holds})")
@@ -260,6 +266,7 @@ def curve_from_compressai(path: str | Path, data: Mapping[str, Any]) -> RDCurve:
     results, name = data["results"], data.get("name")
     if not isinstance(results, dict) or not isinstance(name, str) or not name:
         raise ValueError(f"{path}: a CompressAI results file needs a 'name' and a 'results' object")
+    _check_name(path, name)
     columns = {"bpp": _compressai_column(path, results, ("bpp",))}
     columns |= {metric: _compressai_column(path, results, keys) for metric, keys in COMPRESSAI_KEYS.items()}
     if all(key in results for key in TIME_KEYS):
@@ -290,6 +297,10 @@ def _compressai_column(path: str | Path, results: Mapping[str, Any], keys: tuple
 
 
 def _curve_from_file(path: str | Path, name: str, data: Any) -> RDCurve:
+    _check_name(path, name)
+    points = data.get("points") if isinstance(data, dict) else None
+    if not isinstance(points, list) or not all(isinstance(point, dict) for point in points):
+        raise ValueError(f"{path}: curve {name!r} needs 'points', a list of objects")
     try:
         curve = RDCurve.from_dict({**data, "name": name})
     except KeyError as error:
@@ -298,7 +309,15 @@ def _curve_from_file(path: str | Path, name: str, data: Any) -> RDCurve:
         raise ValueError(f"{path}: curve {name!r} is malformed ({error})") from None
     if not curve.points:
         raise ValueError(f"{path}: curve {name!r} has no points")
+    values = [value for p in curve.points for value in (p.bpp, p.msssim, p.msssim_db, p.psnr)]
+    if not all(math.isfinite(value) for value in values) or min(p.bpp for p in curve.points) <= 0:
+        raise ValueError(f"{path}: curve {name!r} needs points of finite values, bpp > 0")
     return curve
+
+
+def _check_name(path: str | Path, name: str) -> None:
+    if len(name) > MAX_CURVE_NAME:
+        raise ValueError(f"{path}: a curve name of {len(name)} characters (at most {MAX_CURVE_NAME})")
 
 
 def metric_at_rate(curve: RDCurve, bpp: float, metric: str = "msssim_db") -> float:

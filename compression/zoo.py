@@ -9,7 +9,6 @@ that measured them). A model trained later (the GPU preset, say) joins by adding
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,8 +26,9 @@ from .bundle import (
     write_directory,
 )
 from .config import format_validation_error
-from .files import UnreadableFile, atomic_write_text, read_regular
-from .rd import RDCurve
+from .files import UnreadableFile, atomic_write_text, read_json
+from .names import check_name, shown_name, valid_name
+from .rd import RDCurve, read_curve_file
 
 PREFIX = "zoo:"
 ZOO_ROOT = Path(__file__).parent / "zoo_models"
@@ -70,21 +70,22 @@ def is_zoo_name(model: object) -> bool:
 
 
 def names(root: Path = ZOO_ROOT) -> list[str]:
-    """The zoo's model names, sorted (folders of ``root`` holding a card)."""
+    """The zoo's model names, sorted (folders of ``root`` with a valid name, holding a card)."""
     if not root.is_dir():
         return []
-    return sorted(folder.name for folder in root.iterdir() if (folder / CARD).is_file())
+    return sorted(f.name for f in root.iterdir() if valid_name(f.name) and (f / CARD).is_file())
 
 
 def model_folder(name: str, root: Path = ZOO_ROOT) -> Path:
-    """The folder of zoo model ``name`` (plain names only; an unknown one is refused naming the known)."""
+    """The folder of zoo model ``name`` (valid names only; an unknown one is refused naming the known)."""
     try:
-        folder = child_path(root, name, "zoo model")
+        folder = child_path(root, name, "zoo model") if valid_name(name) else None
     except BundleError:
         folder = None
     if folder is None or not (folder / CARD).is_file():
         known = ", ".join(PREFIX + known for known in names(root)) or "none"
-        raise ValueError(f"{PREFIX}{name}: no such zoo model (known: {known})")
+        shown = name if isinstance(name, str) and name.isprintable() and len(name) <= 80 else shown_name(name)
+        raise ValueError(f"{PREFIX}{shown}: no such zoo model (known: {known})")
     return folder
 
 
@@ -114,7 +115,7 @@ def card(name: str, root: Path = ZOO_ROOT) -> ZooCard:
     """The card of zoo model ``name``, validated; a damaged card is one line naming the file."""
     path = model_folder(name, root) / CARD
     try:
-        result = ZooCard.model_validate(json.loads(read_regular(path, MAX_CARD_BYTES, "zoo card")))
+        result = ZooCard.model_validate(read_json(path, MAX_CARD_BYTES, "zoo card", follow_links=False))
     except ValidationError as error:
         raise ValueError(f"{path}: not a zoo card ({format_validation_error(error)})") from None
     except (UnreadableFile, ValueError, RecursionError) as error:
@@ -156,7 +157,8 @@ def _rounded(value: float | None) -> float | None:
 
 def evaluation_meta(curve_file: str | Path) -> dict[str, str]:
     """What ``shrink eval`` tagged ``curve_file`` with: the bundle's sha256 and the image folder."""
-    meta = json.loads(Path(curve_file).read_text()).get("meta")
+    document = read_curve_file(curve_file)
+    meta = document.get("meta") if isinstance(document, dict) else None
     if not isinstance(meta, dict) or not all(
         isinstance(meta.get(key), str) for key in ("bundle_sha256", "data")
     ):
@@ -169,6 +171,7 @@ def evaluation_meta(curve_file: str | Path) -> dict[str, str]:
 def add_model(draft: ZooCard, checkpoint: str | Path, root: Path = ZOO_ROOT, overwrite: bool = False) -> Path:
     """Export ``checkpoint`` into the zoo as ``draft.name`` with its card; the card's curves must be the
     evaluation of that very bundle (``shrink eval`` tags them with its sha256), else nothing is written."""
+    check_name(draft.name, "zoo model")
     model, config, sha256 = checkpoint_as_bundle(checkpoint)
     if draft.bundle_sha256 != sha256:
         raise ValueError(

@@ -27,6 +27,7 @@ from shrink.compression.data import NamedImage, load_images
 from shrink.compression.gallery import compare_at_same_bytes
 from shrink.compression.metrics import bpp
 from shrink.compression.models import ShrinkModel
+from shrink.compression.text import plain_text
 from shrink.compression.trainer import load_dev_images
 from shrink.search.records import CHECKPOINT_ATTR
 
@@ -89,7 +90,9 @@ def get_gallery_info(
     stored = trial.user_attrs.get(CHECKPOINT_ATTR)
     path = resolve_checkpoint(stored, roots)
     if path is None:
-        return GalleryInfo(best.number, stored, None, crop, notes=[f"checkpoint {stored!r} not found"])
+        return GalleryInfo(
+            best.number, stored, None, crop, notes=[f"checkpoint {plain_text(repr(stored))} not found"]
+        )
     try:
         model, config = load_model(path)
         images = load_images(test, n_images) if test else load_dev_images(config.data)[:n_images]

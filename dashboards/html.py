@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 import plotly.offline
 
+from shrink.compression.text import NAME_LIMIT, plain_text
+
 from .gallery import GalleryInfo
 from .study_info import BD_METRICS, BDRateRow
 
@@ -34,6 +36,21 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def esc_name(text: object, limit: int | None = NAME_LIMIT) -> str:
+    """Untrusted text (a curve name, a study or trial attribute) for the page: one bounded line, escaped."""
+    return esc(plain_text(text, limit))
+
+
+def plotly_label(text: object, limit: int | None = NAME_LIMIT) -> str:
+    """Untrusted text for a Plotly label (legend, hover, title, axis or tick), one bounded line.
+
+    Plotly draws a subset of HTML in labels (``<a href>`` as a live link, ``<b style>``, ``<br>``) and turns
+    ``&lt;`` ``&gt;`` ``&amp;`` back into text, so the text is escaped as for HTML, quotes aside: Plotly
+    shows ``&quot;`` as written.
+    """
+    return html.escape(plain_text(text, limit), quote=False)
 
 
 def page(title: str, header: str, nav: Sequence[tuple[str, str]], sections: Sequence[str]) -> str:
@@ -87,7 +104,8 @@ def bd_cell(value: float | None, why: str | None) -> str:
 def bd_table(rows: Sequence[BDRateRow]) -> str:
     """BD-rate (%) of each test curve vs each anchor; negative = fewer bits than the anchor."""
     body = [
-        [esc(row.test), esc(row.anchor)] + [bd_cell(row.values[m], row.notes.get(m)) for m in BD_METRICS]
+        [esc_name(row.test), esc_name(row.anchor)]
+        + [bd_cell(row.values[m], row.notes.get(m)) for m in BD_METRICS]
         for row in rows
     ]
     return table(["curve", "vs anchor", "BD-rate MS-SSIM dB", "BD-rate PSNR"], body, name_columns=2)

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from shrink.compression.rd import RDCurve
+from shrink.compression.text import LINE_LIMIT
 from shrink.search.spec import DECODER_COST_METRIC
 
+from .html import plotly_label
 from .study_info import (
     HypervolumeInfo,
     ImportanceInfo,
@@ -70,17 +72,19 @@ def curve_color(name: str, index: int) -> str:
 
 def curve_trace(curve: RDCurve, metric: str, color: str, dash: str = "solid") -> go.Scatter:
     bpp, values = curve.values(metric)
-    qualities = ["" if p.quality is None else f" q{p.quality}" for p in curve.points]
+    name = plotly_label(curve.name)
+    # the name goes in as data, never into the template, where "%{...}" in it would be read as a field
+    hover_names = [name if p.quality is None else f"{name} q{p.quality}" for p in curve.points]
     return go.Scatter(
         x=bpp,
         y=values,
         mode="lines+markers",
-        name=curve.name,
+        name=name,
         line={"color": color, "dash": dash, "width": 2},
         marker={"size": 4},
-        customdata=qualities,
-        hovertemplate=f"{curve.name}%{{customdata}}<br>bpp %{{x:.4f}}<br>{METRIC_LABELS[metric]} "
-        f"%{{y:.4f}}<extra></extra>",
+        customdata=hover_names,
+        hovertemplate=f"%{{customdata}}<br>bpp %{{x:.4f}}<br>{METRIC_LABELS[metric]} %{{y:.4f}}"
+        "<extra></extra>",
     )
 
 
@@ -95,9 +99,9 @@ def add_extra_curves(fig: go.Figure, curves: Mapping[str, RDCurve] | None, metri
 
 def format_params(params: Mapping) -> str:
     def value(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else plotly_label(v)
 
-    return "<br>".join(f"{name} = {value(v)}" for name, v in params.items())
+    return "<br>".join(f"{plotly_label(name)} = {value(v)}" for name, v in params.items())
 
 
 def trial_hover(point: TrialPoint) -> str:
@@ -155,7 +159,7 @@ def objective_trace(points: Sequence[ObjectivePoint], front: bool) -> go.Scatter
 
 
 def axis_title(name: str, direction: str) -> str:
-    label = OBJECTIVE_LABELS.get(name, name)
+    label = OBJECTIVE_LABELS.get(name) or plotly_label(name)
     return f"{label} ({'lower' if direction == 'minimize' else 'higher'} is better)"
 
 
@@ -271,7 +275,7 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[info.importances[n] for n in names],
-            y=names,
+            y=[plotly_label(n) for n in names],
             orientation="h",
             marker={"color": "#1f77b4"},
             hovertemplate="%{y}<br>importance %{x:.3f}<extra></extra>",
@@ -292,7 +296,7 @@ def learning_curves_figure(curves: Sequence[LearningCurve], budget_epochs: int |
             for e, m, b, g in zip(curve.epochs, curve.msssim, curve.bpp, curve.gain_db, strict=True)
         ]
         if pruned:
-            hover[-1] += f"<br><b>{curve.prune_reason}</b>"
+            hover[-1] += f"<br><b>{plotly_label(curve.prune_reason, LINE_LIMIT)}</b>"
         fig.add_trace(
             go.Scatter(
                 x=curve.epochs,

@@ -84,7 +84,7 @@ def get_refined_info(
 def render_refined(info: RefinedInfo, extra_curves: Mapping[str, RDCurve] | None = None) -> str:
     parts = [html.note(n) for n in info.notes]
     if info.fidelity:
-        rows = [list(row) for row in info.fidelity]
+        rows = [[html.esc_name(cell) for cell in row] for row in info.fidelity]
         parts.append(html.table(["training fidelity", "search ([budget])", "refined ([refine])"], rows))
     if info.members:
         parts.append(

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from shrink.compression.data import NamedImage, load_images
 from shrink.compression.files import atomic_write_text
 from shrink.compression.rd import RDCurve, load_curves
+from shrink.compression.text import plain_text
 from shrink.compression.trainer import load_dev_images
 from shrink.search.records import PARENT_STUDY_ATTR
 from shrink.search.results import FrontRow, format_macs, format_rate, front_rows
@@ -229,7 +230,7 @@ def _state_counts(study: optuna.Study) -> dict[str, int]:
 def _header(data: ReportData) -> str:
     states = ", ".join(f"{count} {name.lower()}" for name, count in data.state_counts.items()) or "no trials"
     return (
-        f"<h1>shrink study report: {html.esc(data.study_name)}</h1>\n"
+        f"<h1>shrink study report: {html.esc_name(data.study_name)}</h1>\n"
         f'<p class="meta">{html.esc(data.storage)} · directions {html.esc(", ".join(data.directions))} · '
         f"{html.esc(states)} · budget {data.budget_epochs} epochs per trial · generated {data.generated}</p>"
     )
@@ -299,7 +300,8 @@ def _data_section(data: ReportData) -> str:
     if data.extra_curves:
         parts.append(html.note(EXTRA_CURVES_NOTE))
     for metric in ("msssim_db", "psnr"):
-        title = f"Bundles vs baselines on {Path(info.folder).name}: bpp vs {plots.METRIC_LABELS[metric]}"
+        folder = html.plotly_label(Path(info.folder).name)
+        title = f"Bundles vs baselines on {folder}: bpp vs {plots.METRIC_LABELS[metric]}"
         fig = plots.curves_figure(info.bundles, info.baselines, metric, title, data.extra_curves)
         parts.append(html.figure(fig, f"plot-data-{metric}"))
     if info.bd_rows:
@@ -365,7 +367,8 @@ def report_sections(data: ReportData) -> dict[str, str]:
 def render_report(data: ReportData) -> str:
     shown = report_sections(data)
     sections = [html.section(key, title, RENDERERS[key](data)) for key, title in shown.items()]
-    return html.page(f"shrink report: {data.study_name}", _header(data), list(shown.items()), sections)
+    title = f"shrink report: {plain_text(data.study_name)}"
+    return html.page(title, _header(data), list(shown.items()), sections)
 
 
 def write_report(

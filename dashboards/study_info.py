@@ -306,13 +306,20 @@ def resolve_checkpoint(stored: str | None, roots: Iterable[Path]) -> Path | None
     if not stored:
         return None
     path = Path(stored)
-    if path.is_file():
+    if _is_file(path):
         return path
     if not path.is_absolute():
         for root in roots:
-            if (Path(root) / path).is_file():
+            if _is_file(Path(root) / path):
                 return Path(root) / path
     return None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a stored path too long for the system, or holding a NUL: no file
+        return False
 
 
 def storage_roots(url: str) -> list[Path]:

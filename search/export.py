@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.compression.bundle import bundle_from_checkpoint, load_model
+from shrink.compression.bundle import bundle_from_checkpoint, check_directory_target, load_model
 from shrink.compression.codecs import build_codec
 from shrink.compression.data import NamedImage, load_images
 from shrink.compression.evaluate import evaluate
@@ -83,15 +83,18 @@ def export_family(
     qualities: Sequence[int],
     overwrite: bool = False,
 ) -> Family:
-    """Export ``trials`` as one codec family at ``out_dir``, each member with its test curve."""
+    """Export ``trials`` as one codec family at ``out_dir``, each member with its test curve; every trial is
+    exported (and ``out_dir`` checked) before any test curve is measured."""
     out_dir = Path(out_dir)
+    check_directory_target(out_dir, overwrite)
     images = load_images(test) if test else []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
-        members = []
-        for trial in trials:
-            bundle = export_trial(study, trial, tmp)
-            members.append((bundle.name, bundle, member_test_curve(trial, bundle, images, qualities)))
+        bundles = [export_trial(study, trial, tmp) for trial in trials]
+        members = [
+            (bundle.name, bundle, member_test_curve(trial, bundle, images, qualities))
+            for trial, bundle in zip(trials, bundles, strict=True)
+        ]
         save_family(out_dir, members, test=str(test or stored_test_folder(study)), overwrite=overwrite)
     return load_family(out_dir)
 

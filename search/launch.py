@@ -134,9 +134,7 @@ def spread_slots(n_workers: int, device_count: int | None, visible: str | None =
     ids = ids[: len(devices)]
     if not ids:
         return [Slot(f"w{index}") for index in range(n_workers)]
-    return [
-        Slot(f"w{index}", ids[index % len(ids)], devices[index % len(ids)]) for index in range(n_workers)
-    ]
+    return [Slot(f"w{index}", ids[index % len(ids)], devices[index % len(ids)]) for index in range(n_workers)]
 
 
 def placement(slots: Sequence[Slot], visible: str | None) -> str:

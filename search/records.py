@@ -215,8 +215,7 @@ def read_trial_result(trial: Any) -> TrialResult | None:
         return None
     macs = read_decoder_macs(trial)
     return TrialResult(
-        number=trial.number, params=dict(trial.params), point=point,
-        decoder_macs_per_pixel=macs
+        number=trial.number, params=dict(trial.params), point=point, decoder_macs_per_pixel=macs
     )
 
 

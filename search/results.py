@@ -18,11 +18,7 @@ class FrontRow(TrialResult):
 
 
 def completed_points(study: optuna.Study) -> list[FrozenTrial]:
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if stored_rd_point(t)
-    ]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if stored_rd_point(t)]
 
 
 def front_rows(study: optuna.Study, dev_jpeg: RDCurve) -> list[FrontRow]:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
@@ -49,8 +50,13 @@ from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_h
 from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from shrink.compression.checkpoint import one_line
+from shrink.compression.files import UnreadableFile, read_start
+from shrink.compression.rd import JSON_TYPES
 
 from .records import (
     CREATE_TOKEN_ATTR,
@@ -72,6 +78,8 @@ GRACE_PERIOD_S = 90
 MAX_RETRY = 3
 SQLITE_BUSY_TIMEOUT_S = 60
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+MAX_JOURNAL_BYTES = 1 << 40  # no real bound: a journal only has to be a regular file
+JOURNAL_OP_CODES = frozenset(JournalOperation)
 
 
 class StorageError(ValueError):
@@ -151,8 +159,6 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
             attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs[FAIL_REASON_ATTR]
         trial.user_attrs = attrs
         super().__call__(study, trial)
-
-
 
 
 def open_storage(
@@ -239,13 +245,75 @@ def _open_journal(
     if not str(path) or path.is_dir():
         raise StorageError(f"storage URL {url!r} names no journal file: use journal:PATH/study.log")
     try:
+        _check_journal_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = CheckedJournalStorage(path)
         if heartbeat_interval is None:
             return ShrinkStorage(storage, url)
         return ShrinkStorage(storage, url, heartbeat_interval, grace_period, retry)
     except OSError as error:
         raise StorageError(f"cannot open journal storage {str(path)!r}: {error.strerror or error}") from None
+
+
+def _check_journal_file(path: Path) -> None:
+    """Refuse, before Optuna opens it, a journal that is no regular file (a FIFO would block) or does not
+    start as every journal does (random bytes without a newline pass in Optuna for a line being written)."""
+    try:
+        start = read_start(path, 1, MAX_JOURNAL_BYTES, "journal file")
+    except FileNotFoundError:
+        return  # a new study: Optuna creates it
+    except UnreadableFile as error:
+        raise StorageError(str(error)) from None
+    if start not in (b"", b"{"):
+        raise StorageError(f"{path}: line 1 is not an Optuna journal entry (it does not start with '{{')")
+
+
+class CheckedJournalStorage(JournalStorage):
+    """Optuna's journal storage on the file ``path``, each line of which must be an entry Optuna can apply:
+    a line of another shape (not UTF-8, not JSON, not an object, an unknown op code, fields Optuna cannot
+    use) is one :class:`StorageError` naming the file and the line, not Optuna's ``AssertionError: Should
+    not reach.`` or ``TypeError``. The line stays unread: every later read says the same."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entry: Any = None  # the entry being applied
+        super().__init__(JournalFileBackend(str(path)))
+
+    def _sync_with_backend(self) -> None:
+        replay = self._replay_result
+        try:
+            replay.apply_logs(self._checked_entries(replay.log_number_read))
+        except StorageError:
+            raise
+        except Exception as error:
+            entry, self._entry = self._entry, None
+            if entry is None or entry.get("worker_id") == replay.worker_id:
+                raise  # a failed read (a disk error), or Optuna's answer to this process's own call
+            replay.log_number_read -= 1  # counted before it failed
+            why = f"{type(error).__name__}: {error}"
+            raise StorageError(self._bad_line(replay.log_number_read + 1, why)) from None
+
+    def _checked_entries(self, first: int) -> Iterator[dict[str, Any]]:
+        entries = self._backend.read_logs(first)
+        for number in itertools.count(first + 1):
+            self._entry = None  # reading the next line, not applying one
+            try:
+                entry = next(entries)
+            except StopIteration:
+                return
+            except ValueError as error:  # not UTF-8, not JSON
+                raise StorageError(self._bad_line(number, f"{type(error).__name__}: {error}")) from None
+            if not isinstance(entry, dict):
+                holds = JSON_TYPES.get(type(entry), "a number")
+                raise StorageError(self._bad_line(number, f"{holds}, not an object"))
+            op_code = entry.get("op_code")
+            if not isinstance(op_code, int) or op_code not in JOURNAL_OP_CODES:
+                raise StorageError(self._bad_line(number, f"unknown op code {op_code!r}"))
+            self._entry = entry
+            yield entry
+
+    def _bad_line(self, number: int, why: str) -> str:
+        return f"{self.path}: line {number} is not an Optuna journal entry ({one_line(why, 200)})"
 
 
 def _engine_kwargs(parsed: sqlalchemy.engine.URL) -> dict:
@@ -366,7 +434,6 @@ def retry_storage(
 
 class BudgetSpent(RuntimeError):
     """No ticket is left: the study has every trial its budget allows (see :mod:`shrink.search.budget`)."""
-
 
 
 class ShrinkStorage(BaseStorage, BaseHeartbeat):

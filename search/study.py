@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from shrink.compression.names import check_name
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
@@ -64,7 +65,7 @@ def create(
 
     ``fixed_tickets``: the first tickets' (params, user attributes), for studies that retrain given
     configs (``shrink refine``); ``user_attrs``: more study attributes, written before any ticket."""
-    name = study_name or spec.spec.name
+    name = check_name(study_name or spec.spec.name, "study name")
     dev_jpeg = dev_jpeg_curve(load_dev_images(spec.base_config.data))  # fails before storage is touched
     storage = open_storage(url)
     directions_, metric_names = objectives(spec)

@@ -22,6 +22,8 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from shrink.compression.text import plain_text
+
 from .budget import BudgetSpent, is_over_budget, tickets_left
 from .records import DECODER_MACS_ATTR, RETRY_HISTORY_ATTR, WALL_S_ATTR, read_rd_point, verdict
 from .storage import Requeue, heartbeat_enabled, read_trial, storage_of
@@ -199,4 +201,4 @@ def describe(trial: optuna.trial.FrozenTrial) -> str:
             + (f"decoder {attrs[DECODER_MACS_ATTR]:,.0f} MACs/px " if DECODER_MACS_ATTR in attrs else "")
             + f"({attrs.get(WALL_S_ATTR, 0):.0f}s)"
         )
-    return f"trial {trial.number} {trial.state.name}: {verdict(trial)}"
+    return f"trial {trial.number} {trial.state.name}: {plain_text(verdict(trial), limit=None)}"

@@ -387,3 +387,95 @@ def test_codec_threads_default_to_the_share_the_launcher_gives_each_worker(capsy
     line = one_line_error(capsys)
     assert line == "shrink launch: error: SHRINK_CODEC_THREADS='two' is not a positive integer"
     assert capsys.readouterr().out == ""  # no worker started
+
+
+# ---------------------------------------------------------------- hostile inputs, round 2 (issue 35)
+
+
+def test_outputs_that_are_not_regular_files_are_refused_force_or_not(
+    image_folder: Path, tmp_path: Path, capsys
+):
+    # issue 35: `compress -o FIFO --force` replaced the FIFO (as root, -o /dev/null would replace /dev/null)
+    fifo, to_null = tmp_path / "fifo", tmp_path / "null.json"
+    os.mkfifo(fifo)
+    to_null.symlink_to(os.devnull)
+    storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "s"]
+    image, bundle, data = str(next(image_folder.iterdir())), str(tmp_path / "bundle"), str(image_folder)
+    commands = [  # (the option argparse names, the command line without the path)
+        ("--json", ["eval", str(tmp_path / "x.ckpt"), "--data", data, "--json"]),
+        ("--compressai-json", ["eval", "x.ckpt", "--data", data, "--json", "a.json", "--compressai-json"]),
+        ("--json", ["baselines", "--data", data, "--json"]),
+        ("-o/--output", ["compress", image, "--model", bundle, "--force", "-o"]),
+        ("-o/--output", ["decompress", str(tmp_path / "x.jpg"), "--model", bundle, "--force", "-o"]),
+        ("--out", ["report", *storage, "--out"]),
+    ]
+    before = sorted(tmp_path.iterdir())
+    for target in (fifo, to_null):
+        for option, argv in commands:
+            assert main([*argv, str(target)]) == 2, argv
+            assert one_line_error(capsys) == (
+                f"shrink {argv[0]}: error: argument {option}: cannot write {target}: it exists and is not a "
+                "regular file (a FIFO, device, socket or folder: refused)"
+            )
+    assert sorted(tmp_path.iterdir()) == before and fifo.is_fifo() and to_null.resolve() == Path(os.devnull)
+
+
+def test_atomic_writes_never_replace_a_fifo_or_a_device(tmp_path: Path):
+    from shrink.compression.files import NotReplaceable, atomic_write_text
+
+    fifo, to_null, plain = tmp_path / "fifo", tmp_path / "null", tmp_path / "plain"
+    os.mkfifo(fifo)
+    to_null.symlink_to(os.devnull)
+    for target in (fifo, to_null, tmp_path):
+        with pytest.raises(NotReplaceable, match=f"^cannot write {target}: it exists and is not a regular"):
+            atomic_write_text(target, "x")
+    assert fifo.is_fifo() and to_null.is_symlink() and Path(os.devnull).is_char_device()
+    atomic_write_text(plain, "old")
+    assert atomic_write_text(plain, "new").read_text() == "new"  # a regular file is replaced as before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null", "plain"]  # no temp file left
+
+
+COMMAND_LINES = {  # each command's required arguments (none of them is opened: the numbers are refused first)
+    "compress": ["compress", "p.png", "--model", "b", "-o", "x.jpg"],
+    "decompress": ["decompress", "x.jpg", "-o", "x.png"],
+    "eval": ["eval", "b", "--data", "d", "--json", "x.json"],
+    "export": ["export", "--bundle", "b", "--family", "--test", "d", "--out", "f"],
+    "report": ["report", "--storage", "s", "--study-name", "s", "--out", "r.html"],
+    "worker": ["worker", "--storage", "s", "--study-name", "s"],
+    "launch": ["launch", "--storage", "s", "--study-name", "s"],
+    "dashboard": ["dashboard", "--storage", "s"],
+    "refine": ["refine", "--storage", "s", "--study-name", "s", "--pareto"],
+    "trial": ["trial", "--storage", "s", "--study-name", "s"],
+}
+BAD_NUMBERS = [  # (command, option and values, the message after "argument ")
+    ("compress", ["--bpp", "1e308"], "--bpp: a target bpp lies in (0, 64], got 1e+308"),
+    ("compress", ["--bpp", "inf"], "--bpp: a target bpp lies in (0, 64], got inf"),
+    ("compress", ["--bpp", "nan"], "--bpp: a target bpp lies in (0, 64], got nan"),
+    ("compress", ["--msssim", "5"], "--msssim: a target MS-SSIM lies in (0, 1), got 5"),
+    ("compress", ["--msssim", "1e308"], "--msssim: a target MS-SSIM lies in (0, 1), got 1e+308"),
+    ("compress", ["--effort", "9" * 30], f"--effort: must be at most 100, got {'9' * 30}"),
+    ("compress", ["--tile", "-3"], "--tile: must be an integer in 0..65536, got -3"),
+    ("decompress", ["--tile", "1e9"], "--tile: invalid integer value: '1e9'"),
+    ("eval", ["--qualities", "5", "1000"], "--qualities: quality must be in 1..100, got 1000"),
+    ("export", ["--qualities", "0"], "--qualities: quality must be in 1..100, got 0"),
+    ("report", ["--crop", "99999999"], "--crop: must be an integer in 1..4096, got 99999999"),
+    ("report", ["--gallery-images", "-1"], "--gallery-images: must be an integer in 0..100, got -1"),
+    ("worker", ["--timeout", "1e400"], "--timeout: must be at most 1e+09, got inf"),
+    ("worker", ["--n-trials", "0"], "--n-trials: must be a positive integer, got 0"),
+    ("worker", ["--heartbeat", "0", "3"], "--heartbeat: must be an integer in 1..86400, got 0"),
+    ("launch", ["--workers", "100000"], "--workers: must be at most 256, got 100000"),
+    ("dashboard", ["--port", "70000"], "--port: must be an integer in 1..65535, got 70000"),
+    ("refine", ["--budget", "1e308"], "--budget: must be at most 1e+09, got 1e+308"),
+    ("trial", ["--trial-number", "-1"], "--trial-number: must be an integer in 0..1000000, got -1"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "message"), BAD_NUMBERS)
+def test_numbers_are_bounded_where_they_are_parsed(
+    command, option, message, tmp_path: Path, capsys, monkeypatch
+):
+    # issue 35: `compress --bpp 1e308` passed the check and overflowed in the byte budget (a traceback)
+    monkeypatch.chdir(tmp_path)
+    assert main([*COMMAND_LINES[command], *option]) == 2
+    assert one_line_error(capsys) == f"shrink {command}: error: argument {message}"
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from shrink.compression.api import (
     open_bundle,
 )
 from shrink.compression.bundle import bundle_sha256, load_bundle, save_bundle
+from shrink.compression.choose import choose
 from shrink.compression.codecs import build_codec
 from shrink.compression.config import TrainConfig, config_from_dict
 from shrink.compression.container import (
@@ -31,7 +33,7 @@ from shrink.compression.container import (
     segment,
     wrap,
 )
-from shrink.compression.data import NamedImage, read_image
+from shrink.compression.data import ImageLoadError, NamedImage, read_image
 from shrink.compression.evaluate import evaluate_image, reconstruct_bytes
 from shrink.compression.models import build_model
 from shrink.compression.rd import measure
@@ -616,3 +618,112 @@ def test_kodak_through_compress_and_decompress_equals_shrink_eval(make_bundle, t
         measured = measure(source.name, quality, row["bytes"], x_hat.float(), x.float())
         assert measured["msssim"] == pytest.approx(row["msssim"], abs=1e-6)  # float32 sums, other threads
         assert measured["bpp"] == pytest.approx(row["bpp"], rel=1e-12)
+
+
+# ---------------------------------------------------------------- hostile inputs, round 2 (issue 35)
+
+
+def _grey_reference(tmp_path: Path, grey: np.ndarray) -> Path:
+    path = tmp_path / "expected.png"
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mode", "peak", "note"),
+    [
+        ("F", 1.0, "has floating-point pixels: scaled from 0..1 to 8 bits"),
+        ("F", 255.0, "has floating-point pixels: scaled from 0..255 to 8 bits"),
+        ("I", 65535.0, "has 32-bit integer pixels: scaled from 0..65535 to 8 bits"),
+    ],
+)
+def test_float_and_32_bit_greyscale_are_scaled_from_their_range_with_a_note(
+    bundle: Path, tmp_path: Path, capsys, mode, peak, note
+):
+    # issue 35: a float TIFF in 0..1 compressed to an almost black image, without a word
+    grey = textured_image(48, 64, 5)[..., 0]
+    source = tmp_path / "in.tif"
+    Image.fromarray((grey / 255.0 * peak).astype(np.float32 if mode == "F" else np.int32), mode).save(source)
+    assert Image.open(source).mode == mode
+    jpg, expected_jpg = tmp_path / "in.jpg", tmp_path / "expected.jpg"
+    assert compress(source, bundle, jpg) == 0
+    assert capsys.readouterr().err == f"shrink compress: note: {source} {note}\n"
+    assert compress(_grey_reference(tmp_path, grey), bundle, expected_jpg) == 0
+    assert jpg.read_bytes() == expected_jpg.read_bytes()  # the pipeline saw exactly the scaled pixels
+    assert torch.equal(read_image(source), read_image(tmp_path / "expected.png"))  # eval and training too
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "why"),
+    [
+        ("I", (0, 255_000), "its 32-bit integer pixels run from 0 to 255000, outside 0..65535"),
+        ("I", (-5, 200), "its 32-bit integer pixels run from -5 to 200, outside 0..65535"),
+        ("F", (-0.5, 0.5), "its floating-point pixels run from -0.5 to 0.5, outside 0..255"),
+        ("F", (0.0, float("nan")), "its floating-point pixels are not all finite"),
+    ],
+)
+def test_greyscale_beyond_any_known_range_is_refused(bundle: Path, tmp_path: Path, capsys, mode, values, why):
+    # issue 35: a 32-bit TIFF in 0..255000 was clipped, with exit 0
+    array = np.zeros((48, 64), np.float32 if mode == "F" else np.int32)
+    array[0, :2] = values
+    source, jpg = tmp_path / "in.tif", tmp_path / "in.jpg"
+    Image.fromarray(array, mode).save(source)
+    assert compress(source, bundle, jpg) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"shrink compress: error: cannot read image {source}: {why}") and err.count("\n") == 1
+    )
+    assert not jpg.exists()
+    with pytest.raises(ImageLoadError, match=f"^cannot read image {source}: {re.escape(why)}"):
+        read_image(source)
+
+
+def test_an_animation_says_that_only_its_first_frame_is_compressed(bundle: Path, tmp_path: Path, capsys):
+    frames = [Image.fromarray(textured_image(48, 64, seed)) for seed in range(3)]
+    gif, still = tmp_path / "anim.gif", tmp_path / "still.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    frames[0].save(still)
+    assert compress(gif, bundle, tmp_path / "anim.jpg") == 0
+    assert capsys.readouterr().err == f"shrink compress: note: {gif} has 3 frames: only the first is read\n"
+    assert compress(still, bundle, tmp_path / "still.jpg") == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "anim.jpg").read_bytes() == (tmp_path / "still.jpg").read_bytes()
+
+
+def test_a_jpeg_is_never_written_under_another_formats_extension(
+    bundle: Path, photo: Path, tmp_path: Path, capsys
+):
+    # issue 35: compress wrote JPEG bytes to out.png without a word (decompress refuses what it cannot honour)
+    for name, image_format in (("out.png", "PNG"), ("out.WEBP", "WEBP"), ("out.tif", "TIFF")):
+        assert compress(photo, bundle, tmp_path / name) == 2
+        why = f"-o {tmp_path / name}: compress writes a JPEG file, not {image_format} (use .jpg)"
+        assert capsys.readouterr().err == f"shrink compress: error: {why}\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
+    for name in ("out.jpeg", "out.JPG", "out.shrink", "out"):
+        assert compress(photo, bundle, tmp_path / name) == 0
+
+
+def test_a_fifo_in_the_output_folder_is_refused_even_with_force(
+    bundle: Path, photo: Path, tmp_path: Path, capsys
+):
+    second, folder = tmp_path / "second.png", tmp_path / "out"
+    Image.fromarray(textured_image(48, 64, 1)).save(second)
+    folder.mkdir()
+    os.mkfifo(folder / "second.jpg")
+    assert shrink("compress", photo, second, "--model", bundle, "-o", folder, "--force") == 2
+    assert capsys.readouterr().err == (
+        f"shrink compress: error: cannot write {folder / 'second.jpg'}: it exists and is not a regular file "
+        "(a FIFO, device, socket or folder: refused)\n"
+    )
+    assert [p.name for p in folder.iterdir()] == ["second.jpg"] and (folder / "second.jpg").is_fifo()
+
+
+def test_the_codec_api_refuses_a_target_bpp_that_would_overflow(bundle: Path, photo: Path):
+    # issue 35: bpp 1e308 passed every check and overflowed computing the byte budget
+    image = read_image(photo)
+    for bpp in (1e308, float("inf"), float("nan"), 0.0, -1.0, 65.0):
+        with pytest.raises(ValueError, match=r"^a target bpp lies in \(0, 64\], got "):
+            compress_image(image, bundle, bpp=bpp)
+        with pytest.raises(ValueError, match=r"^a target bpp lies in \(0, 64\], got "):
+            choose(image, bundle, bpp=bpp)
+    assert read_header(compress_image(image, bundle, bpp=64)).quality == 100

@@ -10,6 +10,7 @@ from PIL import Image
 
 from shrink.compression.api import compress_image
 from shrink.compression.family import is_family, load_family
+from shrink.compression.names import NAME_RULE
 from shrink.compression.rd import load_curves
 from shrink.search.cli import main
 
@@ -113,3 +114,44 @@ def test_export_bundles_refuses_in_one_line_and_writes_nothing(tmp_path, image_f
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and not out.exists() and not is_family(out)
     assert ("give --family" if trouble == "no --family" else "not a shrink bundle") in error
+
+
+@pytest.mark.parametrize("trouble", ["altered weights", "not a name", "existing output"])
+def test_export_bundles_checks_every_bundle_before_measuring_any(
+    tmp_path, image_folder, capsys, monkeypatch, trouble
+):
+    # issue 35: the first bundle was measured in full before the second was refused
+    measured = []
+    monkeypatch.setattr("shrink.compression.evaluate.evaluate", lambda *args: measured.append(args))
+    first = perturbed_bundle(tmp_path / "first", image_folder, ratio=2, seed=1)
+    second = perturbed_bundle(
+        tmp_path / ("second one" if trouble == "not a name" else "second"), image_folder, 2, 2
+    )
+    if trouble == "altered weights":
+        weights = second / "weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1] + b"x")
+    out = tmp_path / "fam"
+    if trouble == "existing output":
+        out.mkdir()
+        (out / "keep").write_text("mine")
+    argv = [
+        "export",
+        "--bundle",
+        str(first),
+        str(second),
+        "--family",
+        "--out",
+        str(out),
+        "--test",
+        str(image_folder),
+    ]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and measured == [] and not is_family(out)
+    names = "['first', 'second one']"
+    expected = {
+        "altered weights": str(second),
+        "not a name": f"{out}: member names must be distinct plain names ({NAME_RULE}), got {names}",
+        "existing output": f"{out} exists and is not empty",
+    }[trouble]
+    assert expected in error

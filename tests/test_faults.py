@@ -492,6 +492,7 @@ def test_a_session_left_pending_by_a_terminated_connection_is_retried_any_other_
     assert retry_storage(once_then_works, "get_all_trials", logged.append, "sqlite:///x.db") == 7
     assert len(logged) == 1 and "retry 1 in 0.5s" in logged[0]
 
+
 # ---- 4. a trial that fails: non-finite loss, out of memory, an unreadable image ---------------------------
 
 

@@ -69,12 +69,18 @@ def test_explicit_tables_keep_16_bit_entries_in_mozjpeg(image: np.ndarray) -> No
     ("overrides", "message"),
     [
         (["codec.base_tables=[[1,2],[3]]"], "two rows"),
-        (["codec.name=mozjpeg", "codec.tables=flat", f"codec.base_tables=[{[16] * 64},{[16] * 64}]"], "not both"),
+        (
+            ["codec.name=mozjpeg", "codec.tables=flat", f"codec.base_tables=[{[16] * 64},{[16] * 64}]"],
+            "not both",
+        ),
         ([f"codec.base_tables=[{[0] * 64},{[16] * 64}]"], "1..1000"),
         (["codec.name=webp", f"codec.base_tables=[{[16] * 64},{[16] * 64}]"], "only jpeg and mozjpeg"),
         (["codec.learn_tables=true"], "gradient_mode = 'proxy'"),
         (["codec.learn_tables=true", "training.gradient_mode=proxy", "loss.rate_weight=0"], "a rate term"),
-        (["codec.learn_tables=true", "training.gradient_mode=proxy", "training.rec_warmup_epochs=3"], "turns"),
+        (
+            ["codec.learn_tables=true", "training.gradient_mode=proxy", "training.rec_warmup_epochs=3"],
+            "turns",
+        ),
     ],
 )
 def test_table_configs_that_cannot_work_are_refused(image_folder: Path, overrides, message) -> None:
@@ -88,7 +94,9 @@ def test_explicit_tables_reach_the_codec_and_the_proxy(image_folder: Path) -> No
     config = config_from_dict(tiny_config_dict(image_folder), overrides)
     assert build_codec(config.codec) == MozjpegCodec(tables=pair)
     qualities = torch.tensor([7, 50, 93])
-    for got, expected in zip(quality_tables(qualities, pair), quality_tables(qualities, "watson"), strict=True):
+    for got, expected in zip(
+        quality_tables(qualities, pair), quality_tables(qualities, "watson"), strict=True
+    ):
         assert torch.equal(got, expected)
 
 
@@ -99,7 +107,9 @@ def test_shrink_compress_writes_a_bundles_explicit_tables(tmp_path: Path, codec_
     codec = build_codec(config_from_dict(tiny_config_dict(tmp_path), overrides).codec)
     image = np.random.default_rng(2).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     data = compress_with_codec_bundle(tmp_path, image, overrides, codec)
-    assert file_tables(data) == tuple(t.ravel().tolist() for t in scaled_tables(pair, 40, codec.max_quantizer))
+    assert file_tables(data) == tuple(
+        t.ravel().tolist() for t in scaled_tables(pair, 40, codec.max_quantizer)
+    )
 
 
 def test_learned_tables_quantise_like_the_named_set_and_pass_a_gradient() -> None:
@@ -143,7 +153,9 @@ def test_a_run_learns_its_tables_and_its_codec_writes_with_them(image_folder: Pa
     assert ["com"] in [record.turns for record in result.history]
 
     model, config = model_from_checkpoint(tmp_path / "last.ckpt")
-    assert config.codec.base_tables == learned and not config.codec.learn_tables and config.codec.tables is None
+    assert (
+        config.codec.base_tables == learned and not config.codec.learn_tables and config.codec.tables is None
+    )
     bundle_from_checkpoint(tmp_path / "last.ckpt", tmp_path / "bundle", {})
     assert load_bundle(tmp_path / "bundle")[1].codec.base_tables == learned
 

@@ -20,6 +20,8 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,7 @@ def run_chromium(
 def _attribute(dom: str, name: str):
     match = re.search(rf'{name}="([^"]*)"', dom)
     assert match, f"the probe did not report {name} (page never finished loading?)"
-    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return json.loads(unescape(match.group(1)))  # Chromium escapes <, > and & too (names may hold them)
 
 
 def load_page(browser: str, page: Path, profile: Path) -> dict:
@@ -235,6 +237,55 @@ def test_report_loads_offline_in_chromium_with_every_plot_drawn_and_no_js_error(
     with Image.open(shots[0]) as page:
         assert page.width == 1280 and page.height > 2000
         assert len(np.unique(np.asarray(page.convert("L").resize((64, 256))))) > 20  # drawn, not blank
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory) -> Path:
+    """A report of an in-memory study (nothing trained) whose study name, parameters and prune reason carry
+    markup, beside a ``--curves`` file whose curve names carry HTML and Plotly label markup."""
+    from shrink.dashboards.report import ReportOptions, write_report
+
+    from .test_untrusted_text import hostile_curves_file, hostile_study
+
+    tmp = tmp_path_factory.mktemp("hostile-report")
+    options = ReportOptions(curves=[hostile_curves_file(tmp / "hostile.json")])
+    return write_report(hostile_study(), tmp / "report.html", options, log=lambda _: None)
+
+
+class Elements(HTMLParser):
+    """Every element of a page as (tag, attributes); a script's text is no element."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str]]] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, {key: value or "" for key, value in attrs}))
+
+
+def test_markup_in_names_is_drawn_as_text_never_as_links_or_styles(hostile_report, tmp_path):
+    """Plotly draws ``<a href>`` in a label as a live link and ``<b style>`` as styled text: neither may
+    come out of a name, which shows as written in the legend."""
+    from .test_untrusted_text import MARKUP_NAMES
+
+    browser = chromium_or_skip()
+    found = load_page(
+        browser, instrumented_copy(hostile_report, tmp_path / "page.html"), tmp_path / "profile"
+    )
+    assert found["errors"] == [] and found["uncaught"] == []
+    elements = Elements(found["dom"]).found
+    assert [
+        attrs
+        for _, attrs in elements
+        if "evil.example" in attrs.get("href", "") + attrs.get("xlink:href", "")
+    ] == []
+    assert [attrs for _, attrs in elements if "200px" in attrs.get("style", "")] == []
+    rd_plots = [div for div in found["plots"] if div.startswith("plot-rd-")]
+    assert len(rd_plots) == 3
+    for div in rd_plots:
+        legend = found["plots"][div]["legend"]
+        assert {f"{name} (hostile.json)" for name in MARKUP_NAMES} <= set(legend), (div, legend)
 
 
 def test_the_probe_catches_errors_and_undrawn_plots(tmp_path):

@@ -106,8 +106,10 @@ def test_optuna_private_names_appear_in_search_storage_only():
         if path == REPO / "search" / "storage.py":
             continue
         for node in ast.walk(tree):
-            private_import = isinstance(node, ast.ImportFrom) and "._" in f".{node.module or ''}" and (
-                (node.module or "").startswith("optuna")
+            private_import = (
+                isinstance(node, ast.ImportFrom)
+                and "._" in f".{node.module or ''}"
+                and ((node.module or "").startswith("optuna"))
             )
             private_attr = isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE_ATTRS
             if private_import or private_attr:

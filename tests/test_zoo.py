@@ -6,10 +6,13 @@ card's BD-rates recomputed from the committed curves, and (slow) re-evaluated on
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shrink.compression import zoo
@@ -17,6 +20,7 @@ from shrink.compression.bundle import bundle_from_checkpoint, checkpoint_metrics
 from shrink.compression.checkpoint import save_checkpoint
 from shrink.compression.config import TrainConfig, tomllib
 from shrink.compression.evaluate import evaluate_file
+from shrink.compression.names import NAME_PATTERN, valid_name
 from shrink.compression.rd import RDCurve, load_curves
 from shrink.search.cli import main
 
@@ -223,3 +227,72 @@ def test_the_shipped_cards_bd_rates_hold_when_re_evaluated_on_kodak():
         assert remeasured[anchor].msssim_db == pytest.approx(rates.msssim_db, abs=BD_TOLERANCE), anchor
     jpeg_now, jpeg_then = result.jpeg.values("msssim_db"), anchors["jpeg"].values("msssim_db")
     np.testing.assert_allclose(jpeg_now, jpeg_then, rtol=1e-6)  # the anchor itself is reproduced
+
+
+# ---------------------------------------------------------------- names (issue 35)
+
+
+def add_named(root: Path, checkpoint: Path, measured: tuple[Path, Path], name: str) -> list[str]:
+    """``zoo add`` with ``name`` after ``--``: even "-h" is taken as the name, not as an option."""
+    args = add_args(root, checkpoint, *measured)
+    return [*args[:2], *args[3:], "--", name]
+
+
+NOT_NAMES = {  # name -> the start of its one-line refusal
+    "a\nb": r"zoo model 'a\nb' is not a valid name (1 to 64 letters",
+    "zoo:x": "zoo model 'zoo:x': give the name without the 'zoo:' prefix",
+    "x" * 65: f"zoo model '{'x' * 65}' is not a valid name",
+    ".hidden": "zoo model '.hidden' is not a valid name",
+    "\x1b]0;pwned\x07": r"zoo model '\x1b]0;pwned\x07' is not a valid name",
+}
+
+
+def test_a_name_that_is_not_a_name_is_refused_before_anything_is_written(
+    checkpoint: Path, measured: tuple[Path, Path], tmp_path: Path, capsys
+):
+    # issue 35: a name with a newline made a card and a folder, then spoofed lines of `zoo list`
+    root = tmp_path / "zoo"
+    for name, why in NOT_NAMES.items():
+        assert main(add_named(root, checkpoint, measured, name)) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"shrink zoo: error: {why}") and error.count("\n") == 1
+        with pytest.raises(ValueError, match="is not a valid name|without the 'zoo:' prefix"):
+            zoo.add_model(zoo.ZooCard.model_construct(name=name), checkpoint, root)  # the library refuses too
+    assert not root.exists()
+
+    assert main(add_args(root, checkpoint, *measured, name="tiny")) == 0
+    (root / "tiny").rename(root / "two\nlines")  # made by hand: not a zoo model, not a line of `zoo list`
+    capsys.readouterr()
+    assert zoo.names(root) == [] and main(["zoo", "list", "--root", str(root)]) == 0
+    assert capsys.readouterr().out == "the zoo is empty\n"
+    assert main(["zoo", "show", "two\nlines", "--root", str(root)]) == 2
+    assert (
+        capsys.readouterr().err == "shrink zoo: error: zoo:'two\\nlines': no such zoo model (known: none)\n"
+    )
+
+
+ZOO_NAMES = st.one_of(
+    st.text(max_size=70),
+    st.from_regex(NAME_PATTERN, fullmatch=True),
+    st.sampled_from(["zoo:x", "zoo:zoo:x", "a\nb", "-h", "--force", "..", "a/b", "a b", "x" * 64, "x" * 65]),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,  # no .hypothesis/ folder in the checkout
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # each example adds to a zoo of its own
+)
+@given(name=ZOO_NAMES)
+def test_zoo_add_names_are_added_or_refused_in_one_line_writing_nothing(
+    checkpoint: Path, measured: tuple[Path, Path], tmp_path: Path, capsys, name: str
+):
+    root = Path(tempfile.mkdtemp(dir=tmp_path)) / "zoo"
+    code = main(add_named(root, checkpoint, measured, name))
+    out, err = capsys.readouterr()
+    if valid_name(name):
+        assert code == 0 and zoo.names(root) == [name] and zoo.verify(name, root).name == name, err
+    else:
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and out == ""
+        assert not root.exists()  # no card, no folder, no temp

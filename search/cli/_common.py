@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from shrink.compression.bundle import BundleError
+from shrink.compression.bundle import BundleError, OutputExists
 from shrink.compression.checkpoint import CheckpointError
 from shrink.compression.config import ConfigError
 from shrink.compression.data import ImageLoadError
+from shrink.compression.files import NOT_REGULAR_OUTPUT, replaceable
 from shrink.compression.metrics import msssim_from_db
 from shrink.compression.rd import RDCurve, gain_at_rate, metric_at_rate
+from shrink.compression.text import plain_text
 
 USER_ERRORS = (ConfigError, ImageLoadError, CheckpointError, BundleError, FileNotFoundError, ValueError)
 # OSErrors that say a path on the command line cannot be used (a failing disk or network is not bad input)
@@ -43,17 +44,52 @@ def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+# Numbers are bounded where they are parsed (argparse ``type=``): a usage error, exit 2, before any work; the
+# message shows the parsed value, never the raw text (which may hold a newline).
+MAX_COUNT = 1_000_000  # trials, members, workers: far above any real use, far below what would overflow
+MAX_SECONDS = 1e9  # 31 years
 
 
-def positive_int(text: str) -> int:
+def positive_number(convert: Callable[[str], float], high: float) -> Callable[[str], float]:
+    """A positive ``int`` or ``float`` (``convert``) of at most ``high`` (NaN and infinity refused)."""
+    noun = "integer" if convert is int else "number"
+
+    def positive(text: str) -> float:
+        value = convert(text)
+        if not value > 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be a positive {noun}, got {_number(value)}")
+        if not value <= high:
+            raise argparse.ArgumentTypeError(f"must be at most {_number(high)}, got {_number(value)}")
+        return value
+
+    positive.__name__ = f"positive_{convert.__name__}"  # argparse: "invalid positive_int value: 'x'"
+    return positive
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+positive_int = positive_number(int, MAX_COUNT)
+positive_float = positive_number(float, MAX_SECONDS)
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An integer in ``low..high``."""
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {value}")
+        return value
+
+    return integer
+
+
+def quality_arg(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be in 1..100, got {value}")
     return value
 
 
@@ -65,13 +101,15 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespa
         return int(exit_.code or 0)
     try:
         return run(args)
-    except USER_ERRORS as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:  # its message may quote a file: no control code reaches the terminal
+        if isinstance(error, OutputExists):  # the library's overwrite=True is a command's --force
+            error = OutputExists(error.path, "--force")
+        print(f"{parser.prog}: error: {plain_text(error, limit=None)}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. an output folder without write permission that appeared after the checks
         if error.errno not in PATH_ERRNOS:
             raise
-        print(f"{parser.prog}: error: {os_error_line(error)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {plain_text(os_error_line(error), limit=None)}", file=sys.stderr)
         return 2
 
 
@@ -94,6 +132,8 @@ def output_problem(path: str | Path, kind: str) -> str | None:
             return "it is a directory"
         if kind == "dir" and not path.is_dir():
             return "it exists and is not a directory"
+        if not (path.is_dir() or replaceable(path)):  # a FIFO or a device: --force or not
+            return NOT_REGULAR_OUTPUT
         folder = path if path.is_dir() else path.parent
     else:
         folder = path.parent
@@ -134,7 +174,7 @@ def format_rd_table(curve: RDCurve, anchor: RDCurve | None = None) -> str:
     """One row per quality; with an anchor, its MS-SSIM at the same bpp and the gain in dB."""
     header = f"{'quality':>7} {'bpp':>7} {'MS-SSIM':>8} {'dB':>6} {'PSNR':>6}"
     if anchor is not None:
-        header += f" {anchor.name + ' @bpp':>13} {'gain dB':>8}"
+        header += f" {plain_text(anchor.name) + ' @bpp':>13} {'gain dB':>8}"
     rows = [header]
     for point in curve.points:
         row = (

@@ -10,6 +10,7 @@ import argparse
 from shrink.compression.bdrate import bd_rate_curves, quality_overlap, too_little_overlap
 from shrink.compression.family import is_family, load_family
 from shrink.compression.rd import RDCurve, load_curves, rate_at_metric
+from shrink.compression.text import plain_text
 
 from ._common import ArgumentParser, run_command
 
@@ -37,7 +38,7 @@ def pick(curves: dict, name: str | None, path: str, default: str | None = None) 
     if name is None:
         return list(curves.values())
     if name not in curves:
-        raise ValueError(f"{path} has no curve {name!r}; it has {', '.join(curves)}")
+        raise ValueError(f"{path} has no curve {name!r}; it has {', '.join(map(plain_text, curves))}")
     return [curves[name]]
 
 
@@ -62,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
     tests = pick(curves_at(args.test), args.test_curve, args.test)
     for name in args.anchor_curve or default_anchor_curves(anchors):
         [anchor] = pick(anchors, name, args.anchor, default="jpeg")
+        anchor_name = plain_text(anchor.name)  # names come from files: no control code reaches the terminal
         print(
-            f"BD-rate vs {anchor.name} (negative = fewer bytes)   MS-SSIM dB     PSNR   "
-            f"over MS-SSIM dB (= {anchor.name} bpp)"
+            f"BD-rate vs {anchor_name} (negative = fewer bytes)   MS-SSIM dB     PSNR   "
+            f"over MS-SSIM dB (= {anchor_name} bpp)"
         )
         for curve in tests:
             if curve.name == anchor.name and len(tests) > 1:
                 continue
             ms, ps = _bd_rate(anchor, curve, "msssim_db"), _bd_rate(anchor, curve, "psnr")
-            print(f"{curve.name:<40} {ms:>12} {ps:>10}   {_over(anchor, curve)}")
+            print(f"{plain_text(curve.name):<40} {ms:>12} {ps:>10}   {_over(anchor, curve)}")
     return 0
 
 

@@ -7,7 +7,8 @@ segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.containe
 (``shrink export --family``), ``--bpp`` picks the member whose test curve is highest at that rate
 (:meth:`shrink.compression.family.Family.member_at`); the file's header names that member's bundle.
 With ``--msssim`` or ``--effort`` the encoder chooses per image (:mod:`shrink.compression.choose`): it decodes
-its candidates and keeps the best for this image.
+its candidates and keeps the best for this image. ``-o`` names a JPEG: a name whose extension says another
+image format (``out.png``) is refused, as is an existing output that is not a regular file, --force or not.
 """
 
 from __future__ import annotations
@@ -17,22 +18,50 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from shrink.compression.api import OpenBundle, RateError, bundle_for_rate, compress_image, open_bundle
+from shrink.compression.api import (
+    OpenBundle,
+    RateError,
+    bundle_for_rate,
+    check_bpp,
+    compress_image,
+    open_bundle,
+)
 from shrink.compression.choose import choose, open_candidates
 from shrink.compression.container import read_header, read_photo, segment
 from shrink.compression.family import is_family
-from shrink.compression.files import atomic_write
+from shrink.compression.files import atomic_write, check_replaceable
 from shrink.compression.metrics import bpp
 from shrink.compression.tiling import DEFAULT_TILE
 
-from ._common import ArgumentParser, output_file_or_dir, positive_float, positive_int, run_command
+from ._common import (
+    ArgumentParser,
+    int_in,
+    output_file_or_dir,
+    positive_number,
+    quality_arg,
+    run_command,
+)
+
+MAX_EFFORT = 100  # models tried per image; a family has a handful
+MAX_TILE = 1 << 16  # original pixels per tile side; Pillow's pixel limit keeps images far narrower
 
 
-def quality_arg(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"quality must be in 1..100, got {value}")
+def bpp_target(text: str) -> float:
+    """A finite target bpp within the library's bounds (:func:`check_bpp`): 1e308 would overflow."""
+    value = float(text)
+    try:
+        check_bpp(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def msssim_target(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:  # as choose.check_target says it
+        raise argparse.ArgumentTypeError(f"a target MS-SSIM lies in (0, 1), got {value:g}")
     return value
 
 
@@ -50,7 +79,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, model_required: bool =
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
         "--tile",
-        type=int,
+        type=int_in(0, MAX_TILE),
         default=DEFAULT_TILE,
         help=f"tile side in original pixels for bounded memory (default {DEFAULT_TILE}; 0 = whole image)",
     )
@@ -67,6 +96,8 @@ def resolve_device(name: str) -> torch.device:
 
 def refuse_existing(paths: list[Path], force: bool) -> None:
     for path in paths:
+        if not path.is_dir():
+            check_replaceable(path)  # a FIFO or a device is refused, --force or not
         if path.exists() and not force:
             raise ValueError(f"{path} exists (pass --force to overwrite)")
         if path.is_dir():
@@ -95,19 +126,19 @@ def build_parser() -> ArgumentParser:
     )
     rate.add_argument(
         "--bpp",
-        type=positive_float,
+        type=bpp_target,
         metavar="TARGET",
         help="highest quality whose file (all bytes) fits TARGET bits/pixel",
     )
     rate.add_argument(
         "--msssim",
-        type=positive_float,
+        type=msssim_target,
         metavar="Q",
         help="the smallest file whose decoded MS-SSIM reaches Q (0..1), measured per image",
     )
     parser.add_argument(
         "--effort",
-        type=positive_int,
+        type=positive_number(int, MAX_EFFORT),
         metavar="N",
         help="choose per image among N models (a family's members, most promising first): decode each "
         "candidate and keep the best MS-SSIM within --bpp, or the smallest file reaching --msssim "
@@ -117,9 +148,17 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def check_jpeg_name(path: Path) -> None:
+    """Refuse a name whose extension says another image format (``out.png``): what is written is a JPEG."""
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format not in (None, "JPEG"):
+        raise ValueError(f"-o {path}: compress writes a JPEG file, not {image_format} (use .jpg)")
+
+
 def output_paths(inputs: list[str], output: str, force: bool) -> list[Path]:
     out = Path(output)
     if len(inputs) == 1 and not out.is_dir():
+        check_jpeg_name(out)
         targets = [out]
     elif out.exists() and not out.is_dir():
         raise ValueError(f"-o {out}: several inputs need a directory")

@@ -12,7 +12,7 @@ from shrink.dashboards.trial_artifacts import artifact_store
 from shrink.search.storage import open_storage, redact
 from shrink.search.trial_runner import default_run_root
 
-from ._common import ArgumentParser, run_command
+from ._common import ArgumentParser, int_in, run_command
 
 HOST = "127.0.0.1"
 
@@ -22,7 +22,7 @@ def build_parser() -> ArgumentParser:
         prog="shrink dashboard", description="optuna-dashboard on loopback, artifacts wired in."
     )
     parser.add_argument("--storage", required=True)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int_in(1, 65_535), default=8080)
     parser.add_argument(
         "--run-root", help="where the workers kept trial folders (artifacts are in RUN_ROOT/artifacts)"
     )

@@ -11,8 +11,9 @@ from shrink.compression.data import load_images
 from shrink.compression.evaluate import choice_targets, evaluate_choice, evaluate_file
 from shrink.compression.family import Family, is_family, load_family
 from shrink.compression.rd import RDCurve, save_compressai, save_curves
+from shrink.compression.text import LINE_LIMIT, plain_text
 
-from ._common import ArgumentParser, format_rd_table, output_file, run_command
+from ._common import ArgumentParser, format_rd_table, output_file, quality_arg, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data", required=True, help="image folder, e.g. ../shared/data/kodak")
     parser.add_argument(
         "--qualities",
-        type=int,
+        type=quality_arg,
         nargs="+",
         default=list(DEFAULT_QUALITIES["down-jpeg"]),
         help="codec qualities (default: the downscale baseline's grid, for comparable BD-rates)",
@@ -101,7 +102,8 @@ def envelope_on(family: Family, data: str, name: str) -> dict[str, RDCurve]:
     curves measured on ``data``, a curve from another image set would read as one of them."""
     if family.measured_on(data):
         return {name: family.envelope_curve(name)}
-    print(f"{name} left out: the members' curves were measured on {family.test}, not on {data}")
+    test = plain_text(family.test, LINE_LIMIT)  # from the family's file
+    print(f"{name} left out: the members' curves were measured on {test}, not on {data}")
     return {}
 
 

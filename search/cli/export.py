@@ -17,7 +17,7 @@ from shrink.compression.family import Family
 from shrink.search.export import chosen_trials, export_family, export_trial
 from shrink.search.study import load_study
 
-from ._common import ArgumentParser, output_dir, run_command
+from ._common import MAX_COUNT, ArgumentParser, int_in, output_dir, quality_arg, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--storage", help="the study's storage (with --trial or --pareto)")
     parser.add_argument("--study-name")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, nargs="+", help="complete trials by number")
+    which.add_argument("--trial", type=int_in(0, MAX_COUNT), nargs="+", help="complete trials by number")
     which.add_argument(
         "--pareto", action="store_true", help="every trial on the Pareto front (best, if 1 objective)"
     )
@@ -51,7 +51,7 @@ def build_parser() -> ArgumentParser:
     )
     family.add_argument(
         "--qualities",
-        type=int,
+        type=quality_arg,
         nargs="+",
         default=list(DEFAULT_QUALITIES["down-jpeg"]),
         help="qualities of the test curves (default: the downscale baseline's grid, as shrink eval)",

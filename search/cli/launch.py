@@ -10,8 +10,10 @@ import os
 
 from shrink.search.launch import cuda_device_count, gpu_slots, launch, parse_gpus, spread_slots
 
-from ._common import ArgumentParser, positive_int, run_command
+from ._common import ArgumentParser, positive_number, run_command
 from .worker import STORAGE_ENV, add_study_arguments, add_worker_limits, worker_arguments
+
+MAX_WORKERS = 256  # processes on one machine
 
 
 def build_parser() -> ArgumentParser:
@@ -29,17 +31,20 @@ def build_parser() -> ArgumentParser:
         "(CUDA_VISIBLE_DEVICES); an id listed twice gets two",
     )
     where.add_argument(
-        "--workers", type=int, help="number of worker processes, round-robin over the visible GPUs, if any"
+        "--workers",
+        type=positive_number(int, MAX_WORKERS),
+        help="number of worker processes, round-robin over the visible GPUs, if any",
     )
     parser.add_argument(
-        "--workers-per-gpu", type=positive_int, metavar="N", help="with --gpus: N workers on each (default 1)"
+        "--workers-per-gpu",
+        type=positive_number(int, MAX_WORKERS),
+        metavar="N",
+        help="with --gpus: N workers on each (default 1)",
     )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        raise ValueError("--workers must be >= 1")
     if args.workers_per_gpu is not None and args.gpus is None:
         raise ValueError("--workers-per-gpu goes with --gpus (--workers K spreads K workers over the GPUs)")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -15,7 +15,7 @@ from shrink.search.refine import create_refine_study, rank_agreement
 from shrink.search.storage import redact
 from shrink.search.study import load_study
 
-from ._common import ArgumentParser, positive_float, positive_int, run_command
+from ._common import MAX_COUNT, ArgumentParser, int_in, positive_float, positive_int, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -30,7 +30,9 @@ def build_parser() -> ArgumentParser:
     which.add_argument(
         "--pareto", action="store_true", help="the search's Pareto front (best, if 1 objective)"
     )
-    which.add_argument("--trials", type=int, nargs="+", metavar="T", help="complete trials by number")
+    which.add_argument(
+        "--trials", type=int_in(0, MAX_COUNT), nargs="+", metavar="T", help="complete trials by number"
+    )
     which.add_argument("--status", action="store_true", help="rank agreement of a refine study's trials")
     parser.add_argument(
         "--budget", type=positive_float, metavar="SECONDS", help="per-trial time budget over [refine]'s"

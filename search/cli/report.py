@@ -12,7 +12,7 @@ from shrink.dashboards.study_info import storage_roots
 from shrink.search.storage import redact
 from shrink.search.study import load_study
 
-from ._common import ArgumentParser, check_output, output_file, run_command
+from ._common import ArgumentParser, check_output, int_in, output_file, quality_arg, run_command
 
 
 def build_parser() -> ArgumentParser:
@@ -29,7 +29,10 @@ def build_parser() -> ArgumentParser:
         "--data-baselines", type=Path, help="a `shrink baselines --json` file of --data, instead of measuring"
     )
     parser.add_argument(
-        "--qualities", type=int, nargs="+", help="quality grid of baselines and bundles (default: 5..95 by 5)"
+        "--qualities",
+        type=quality_arg,
+        nargs="+",
+        help="quality grid of baselines and bundles (default: 5..95 by 5)",
     )
     parser.add_argument(
         "--cache",
@@ -37,8 +40,12 @@ def build_parser() -> ArgumentParser:
         help="JSON cache of measured baseline and bundle curves (default: OUT.cache.json beside the report)",
     )
     parser.add_argument("--no-cache", action="store_true", help="measure everything again, write no cache")
-    parser.add_argument("--gallery-images", type=int, default=3, help="dev images in the gallery (default 3)")
-    parser.add_argument("--crop", type=int, default=128, help="gallery crop side in pixels (default 128)")
+    parser.add_argument(
+        "--gallery-images", type=int_in(0, 100), default=3, help="dev images in the gallery (default 3)"
+    )
+    parser.add_argument(
+        "--crop", type=int_in(1, 4096), default=128, help="gallery crop side in pixels (default 128)"
+    )
     parser.add_argument(
         "--curves",
         type=Path,

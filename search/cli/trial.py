@@ -18,7 +18,7 @@ from shrink.search.spec import load_spec
 from shrink.search.study import attach
 from shrink.search.trial_runner import TrialRunner, default_run_root
 
-from ._common import ArgumentParser, run_command
+from ._common import MAX_COUNT, ArgumentParser, int_in, run_command
 from ._hooks import dashboard_hooks
 from .worker import add_study_arguments
 
@@ -26,7 +26,7 @@ from .worker import add_study_arguments
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shrink trial", description="Run one RUNNING trial created by `optuna ask`.")
     add_study_arguments(parser)
-    parser.add_argument("--trial-number", type=int, required=True)
+    parser.add_argument("--trial-number", type=int_in(0, MAX_COUNT), required=True)
     parser.add_argument(
         "--tell", action="store_true", help="finish the trial here (else print values for optuna tell)"
     )

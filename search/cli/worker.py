@@ -11,7 +11,7 @@ from shrink.search.study import attach
 from shrink.search.trial_runner import default_run_root
 from shrink.search.worker import Worker
 
-from ._common import ArgumentParser, run_command
+from ._common import MAX_COUNT, ArgumentParser, int_in, positive_float, positive_int, run_command
 from ._hooks import dashboard_hooks
 
 STORAGE_ENV = "SHRINK_STORAGE"
@@ -33,11 +33,13 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_worker_limits(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-trials", type=int, help="stop after this many trials (default: study budget)")
-    parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    parser.add_argument(
+        "--n-trials", type=positive_int, help="stop after this many trials (default: study budget)"
+    )
+    parser.add_argument("--timeout", type=positive_float, help="start no new trial after this many seconds")
     parser.add_argument(
         "--heartbeat",
-        type=int,
+        type=int_in(1, 86_400),
         nargs=2,
         default=[HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S],
         metavar=("INTERVAL", "GRACE"),
@@ -62,7 +64,10 @@ def build_parser() -> ArgumentParser:
     add_study_arguments(parser)
     add_worker_limits(parser)
     parser.add_argument(
-        "--worker-index", type=int, default=0, help="offsets the sampler seed (set by launch)"
+        "--worker-index",
+        type=int_in(0, MAX_COUNT),
+        default=0,
+        help="offsets the sampler seed (set by launch)",
     )
     return parser
 

@@ -9,7 +9,9 @@ from pydantic import ValidationError
 
 from shrink.compression import zoo
 from shrink.compression.config import format_validation_error
+from shrink.compression.names import check_name
 from shrink.compression.rd import load_curves
+from shrink.compression.text import LINE_LIMIT, plain_text
 
 from ._common import ArgumentParser, run_command
 
@@ -26,7 +28,7 @@ def build_parser() -> ArgumentParser:
     for action in (listing, show):
         action.add_argument("--root", type=Path, default=zoo.ZOO_ROOT, help=argparse.SUPPRESS)
     add = actions.add_parser("add", help="a trained checkpoint joins the zoo, with its measured card")
-    add.add_argument("name", help="a plain name: the model becomes zoo:NAME")
+    add.add_argument("name", help="letters, digits, '.', '_', '-' (up to 64): the model becomes zoo:NAME")
     add.add_argument("--checkpoint", required=True, help="RUN/best.ckpt of `shrink train`")
     add.add_argument("--curve", required=True, help="`shrink eval` JSON of the checkpoint's bundle on Kodak")
     add.add_argument("--anchors", required=True, help="`shrink baselines --json` of the same images")
@@ -50,7 +52,15 @@ def bd_text(card: zoo.ZooCard, anchor: str) -> str:
     return f"{anchor} {rates.msssim_db:+.2f} % (PSNR {psnr})"
 
 
+def printable(card: zoo.ZooCard) -> zoo.ZooCard:
+    """The card with each text as one bounded line without control codes: a card is a file anyone may edit."""
+    texts = {key: plain_text(value, LINE_LIMIT) for key, value in card if isinstance(value, str)}
+    rates = {plain_text(anchor): rates for anchor, rates in card.kodak_bd_rate.items()}
+    return card.model_copy(update=texts | {"kodak_bd_rate": rates})
+
+
 def list_text(card: zoo.ZooCard) -> str:
+    card = printable(card)
     anchors = ", ".join(bd_text(card, anchor) for anchor in LIST_ANCHORS)
     return "\n".join(
         (
@@ -63,6 +73,7 @@ def list_text(card: zoo.ZooCard) -> str:
 
 
 def show_text(card: zoo.ZooCard) -> str:
+    card = printable(card)
     lines = [
         f"{zoo.PREFIX}{card.name}: {card.description}",
         f"bundle sha256  {card.bundle_sha256} (verified)",
@@ -111,6 +122,7 @@ def card_of(args: argparse.Namespace, meta: dict, rates: dict, anchors: list[str
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "add":
+        check_name(args.name, "zoo model")  # before the curve files are read
         folder = zoo.add_model(draft_card(args), args.checkpoint, args.root, overwrite=args.force)
         print(f"added {zoo.PREFIX}{args.name}: {folder}")
         return 0
