@@ -106,6 +106,7 @@ def reccnn_steps(trainer: Trainer, steps: int, repeats: int) -> None:
                 waits[arm.name].append(wait)
     use_arm(trainer, ARMS[-1], real_round_trip)
     trainer._close_batches()
+
     def ratio(name: str, identity: str) -> float:
         return statistics.median(t / i for t, i in zip(times[name], times[identity], strict=True))
 
