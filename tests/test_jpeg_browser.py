@@ -1,11 +1,12 @@
 """Every JPEG encoder shrink writes with opens in Chromium as it opens in Pillow (issue 37).
 
 The files (libjpeg with Annex K and with another named table set, mozjpeg's progressive files with 16-bit
-tables at a low quality, 4:4:4, and a ``shrink compress`` file of a mozjpeg bundle with its SHRINK segment)
-are embedded in one page as data URIs (same origin, so a canvas may read them back); after load, a probe
-draws each onto a canvas and writes onto <html> its natural size and mean sample value, which must match
-Pillow's decode. A file cut before its frame header is the negative control: Chromium must report it
-undecoded (a progressive file cut after its first scans still draws, as browsers show a partial download).
+tables at a low quality, 4:4:4, with explicit base tables, and a ``shrink compress`` file of a mozjpeg bundle
+with its SHRINK segment) are embedded in one page as data URIs (same origin, so a canvas may read them back);
+after load, a probe draws each onto a canvas and writes onto <html> its natural size and mean sample value,
+which must match Pillow's decode. A file cut before its frame header is the negative control: Chromium must
+report it undecoded (a progressive file cut after its first scans still draws, as browsers show a partial
+download).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def test_every_jpeg_encoder_s_files_open_in_chromium_as_in_pillow(tmp_path: Path
         "mozjpeg-q5": MozjpegCodec().encode(image, 5),  # 16-bit table entries
         "mozjpeg-q90": MozjpegCodec().encode(image, 90),
         "mozjpeg-444-flat": MozjpegCodec(subsampling="4:4:4", tables="flat").encode(image, 50),
+        # explicit (learned) base tables: the library numbers the components 0..2, not 1..3
+        "mozjpeg-explicit": MozjpegCodec(tables=(tuple(range(8, 72)), tuple(range(20, 84)))).encode(image, 3),
         "shrink-mozjpeg": compress_with_codec_bundle(
             tmp_path, image, ["codec.name=mozjpeg", "codec.tables=ahumada"], MozjpegCodec(tables="ahumada")
         ),
