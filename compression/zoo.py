@@ -26,11 +26,11 @@ from .bundle import (
     write_directory,
 )
 from .config import format_validation_error
-from .files import UnreadableFile, atomic_write_text, read_json
-from .names import check_name, shown_name, valid_name
+from .files import atomic_write_text, read_json
+from .names import ZOO_PREFIX, check_name, shown_name, valid_name
 from .rd import RDCurve, read_curve_file
 
-PREFIX = "zoo:"
+PREFIX = ZOO_PREFIX
 ZOO_ROOT = Path(__file__).parent / "zoo_models"
 CARD = "card.json"
 BUNDLE = "bundle"
@@ -118,7 +118,7 @@ def card(name: str, root: Path = ZOO_ROOT) -> ZooCard:
         result = ZooCard.model_validate(read_json(path, MAX_CARD_BYTES, "zoo card", follow_links=False))
     except ValidationError as error:
         raise ValueError(f"{path}: not a zoo card ({format_validation_error(error)})") from None
-    except (UnreadableFile, ValueError, RecursionError) as error:
+    except ValueError as error:  # UnreadableFile among them: read_json bounds the nesting
         raise ValueError(f"{path}: not a zoo card ({error})") from None
     if result.name != name:
         raise ValueError(f"{path}: the card names {result.name!r}, its folder {name!r}")
