@@ -18,6 +18,7 @@ the file's header decompresses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,25 +159,37 @@ def compress_image(
         check_bpp(bpp)
     if not isinstance(bundle, OpenBundle):
         bundle = open_bundle(bundle_for_rate(bundle, bpp)[0])
-    pixels, model, codec = as_pixels(image), bundle.model, bundle.jpeg_codec()
-    height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
-    compact = compact_pixels(model, pixels, tile)
-
-    def file_at(quality: int) -> bytes:
-        header = Header(width=width, height=height, ratio=model.ratio, quality=quality, bundle=bundle.sha256)
-        return encode(compact, codec, header)
-
+    pixels = as_pixels(image)
+    file_at = file_writer(bundle, pixels, compact_pixels(bundle.model, pixels, tile))
     if bpp is None:
         data = file_at(quality or bundle.default_quality)
     else:
-        budget = math.floor(bpp * width * height / 8)
-        try:
-            _, data = highest_quality_within(budget, file_at)
-        except ValueError as error:
-            message = f"bpp {bpp} ({budget} bytes at {width}x{height}) cannot be met: {error}"
-            raise RateError(message) from None
+        data = file_within(file_at, bpp, pixels)[1]
     decode_compact(data, read_header(data))  # Pillow opens what we wrote, at the size the header implies
     return data
+
+
+def file_writer(bundle: OpenBundle, pixels: torch.Tensor, compact: np.ndarray) -> Callable[[int], bytes]:
+    """quality -> the shrink file of the HxWx3 uint8 ``compact`` image of ``pixels`` (size in the header)."""
+    height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
+    codec, ratio = bundle.jpeg_codec(), bundle.model.ratio
+
+    def file_at(quality: int) -> bytes:
+        header = Header(width=width, height=height, ratio=ratio, quality=quality, bundle=bundle.sha256)
+        return encode(compact, codec, header)
+
+    return file_at
+
+
+def file_within(file_at: Callable[[int], bytes], bpp: float, pixels: torch.Tensor) -> tuple[int, bytes]:
+    """(quality, file) of the highest quality whose file fits ``bpp``; :class:`RateError` when none does."""
+    height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
+    budget = math.floor(bpp * width * height / 8)
+    try:
+        return highest_quality_within(budget, file_at)
+    except ValueError as error:
+        message = f"bpp {bpp} ({budget} bytes at {width}x{height}) cannot be met: {error}"
+        raise RateError(message) from None
 
 
 # ---------------------------------------------------------------- decompress

@@ -12,7 +12,8 @@ of context a tile needs (``tile_margin``), which :mod:`tiling` uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -515,6 +516,21 @@ def assert_disjoint(groups: dict[str, list[nn.Parameter]]) -> None:
             if id(param) in seen:
                 raise AssertionError(f"parameter shared by groups {seen[id(param)]!r} and {name!r}")
             seen[id(param)] = name
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients: the other net's turn passes gradients through it only."""
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    module.eval()
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in zip(module.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+        module.train(was_training)
 
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}

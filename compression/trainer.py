@@ -42,7 +42,7 @@ from .data import CropSampler, NamedImage, center_crop, fingerprint_images, load
 from .evaluate import evaluate
 from .jpeg_proxy import LearnedTables
 from .metrics import bpp, gain_units_loss, ms_ssim_levels, reconstruction_loss
-from .models import build_model
+from .models import build_model, frozen
 from .pipeline import Batch, BatchStream
 from .rd import RDCurve, RDPoint, operating_gain, operating_point, operating_rate_change
 
@@ -154,21 +154,6 @@ def optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
 
 def make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
-
-
-@contextmanager
-def frozen(module: torch.nn.Module):
-    """Eval mode and no parameter gradients: the other net's turn passes gradients through it only."""
-    was_training = module.training
-    flags = [p.requires_grad for p in module.parameters()]
-    module.eval()
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in zip(module.parameters(), flags, strict=True):
-            param.requires_grad_(flag)
-        module.train(was_training)
 
 
 class Trainer:

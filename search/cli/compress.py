@@ -1,5 +1,5 @@
 """shrink compress IN [IN ...] --model BUNDLE_OR_FAMILY [--quality Q | --bpp TARGET | --msssim Q] [--effort N]
-    -o OUT [--force]
+    [--optimise STEPS [--optimise-loss msssim|mse]] -o OUT [--force]
 
 Compresses every input before writing the first output (a bad input writes nothing), then writes each
 image as a standard JPEG of its compact image (any viewer opens it) carrying, in an APP11
@@ -7,7 +7,9 @@ segment, what ``shrink decompress`` needs: see :mod:`shrink.compression.containe
 (``shrink export --family``), ``--bpp`` picks the member whose test curve is highest at that rate
 (:meth:`shrink.compression.family.Family.member_at`); the file's header names that member's bundle.
 With ``--msssim`` or ``--effort`` the encoder chooses per image (:mod:`shrink.compression.choose`): it decodes
-its candidates and keeps the best for this image. ``-o`` names a JPEG: a name whose extension says another
+its candidates and keeps the best for this image. With ``--optimise STEPS`` the encoder optimises each
+image's compact image for the decoder it has (:mod:`shrink.compression.optimise`) and keeps it only where its
+real file measures better. ``-o`` names a JPEG: a name whose extension says another
 image format (``out.png``) is refused, as is an existing output that is not a regular file, --force or not.
 """
 
@@ -33,6 +35,7 @@ from shrink.compression.container import read_header, read_photo, segment
 from shrink.compression.family import is_family
 from shrink.compression.files import atomic_write, check_replaceable
 from shrink.compression.metrics import bpp
+from shrink.compression.optimise import DISTORTIONS, MAX_STEPS, compress_optimised
 from shrink.compression.tiling import DEFAULT_TILE
 
 from ._common import (
@@ -144,6 +147,21 @@ def build_parser() -> ArgumentParser:
         "candidate and keep the best MS-SSIM within --bpp, or the smallest file reaching --msssim "
         "(default with --msssim: 2)",
     )
+    parser.add_argument(
+        "--optimise",
+        type=int_in(0, MAX_STEPS),
+        default=0,
+        metavar="STEPS",
+        help="optimise each image's compact image for STEPS gradient steps through the JPEG proxy and the "
+        "RecCNN at the target's quality, and keep it only where its real file measures better (slower "
+        "encodes, the same decoder; see docs/commands.md)",
+    )
+    parser.add_argument(
+        "--optimise-loss",
+        choices=DISTORTIONS,
+        default="msssim",
+        help="what --optimise maximises: MS-SSIM dB (default) or PSNR (mse)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -201,7 +219,54 @@ def chosen_file(args: argparse.Namespace, models: list[tuple[str, OpenBundle]], 
 def per_image(args: argparse.Namespace) -> bool:
     if args.effort is not None and args.bpp is None and args.msssim is None:
         raise ValueError("--effort chooses per image for a target: give --bpp or --msssim")
-    return args.msssim is not None or args.effort is not None
+    if args.optimise and args.effort is not None:
+        raise ValueError("--optimise works on one model: give --effort or --optimise, not both")
+    return not args.optimise and (args.msssim is not None or args.effort is not None)
+
+
+def optimised_file(args: argparse.Namespace, bundle: OpenBundle, source: str) -> bytes:
+    """The shrink file of one input with its compact image optimised (:func:`compress_optimised`), what was
+    kept said on stderr, with the steps' progress."""
+    photo = read_photo(source)
+    say("shrink compress", photo.notes)
+    report = progress_line(source, args.optimise)
+    try:
+        result = compress_optimised(
+            photo.pixels,
+            bundle,
+            steps=args.optimise,
+            quality=args.quality,
+            bpp=args.bpp,
+            msssim=args.msssim,
+            distortion=args.optimise_loss,
+            tile=args.tile,
+            progress=report,
+        )
+    except RateError as error:
+        raise ValueError(f"{source}: {error}") from None
+    unit = "PSNR" if args.optimise_loss == "mse" else "MS-SSIM dB"
+    kept = (
+        "the optimised compact image" if result.optimised else "the plain compact image (it measured better)"
+    )
+    say(
+        "shrink compress",
+        [
+            f"{source}: kept {kept}: quality {result.quality}, {len(result.data)} bytes, {unit} "
+            f"{result.kept_db:.3f} (plain: {result.plain_bytes} bytes, {result.plain_db:.3f})"
+        ],
+    )
+    return result.data
+
+
+def progress_line(source: str, steps: int):
+    """A progress callback that says every tenth of the steps (and the last) on stderr."""
+    every = max(1, steps // 10)
+
+    def report(step: int, total: int) -> None:
+        if step % every == 0 or step == total:
+            print(f"shrink compress: {source}: optimising, step {step}/{total}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def bundle_for(args: argparse.Namespace) -> str:
@@ -222,9 +287,12 @@ def run(args: argparse.Namespace) -> int:
         models = open_candidates(args.model, args.bpp, args.msssim, args.effort or 2)
         files = [chosen_file(args, models, source) for source in args.inputs]
     else:
+        if args.optimise and args.msssim is not None and is_family(args.model):
+            raise ValueError("--optimise --msssim needs a bundle, not a codec family (or give --bpp)")
         bundle = open_bundle(bundle_for(args), resolve_device(args.device))
         bundle.jpeg_codec()  # a WebP/AVIF bundle is refused before any work
-        files = [compress_file(args, bundle, source) for source in args.inputs]
+        encode = optimised_file if args.optimise else compress_file
+        files = [encode(args, bundle, source) for source in args.inputs]
     refuse_existing(targets, args.force)
     for source, target, data in zip(args.inputs, targets, files, strict=True):
         atomic_write(target, lambda handle, data=data: handle.write(data))
