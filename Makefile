@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The storage tests' private PostgreSQL server (.ci/postgres.sh); its URL is read from $(PG_DIR)/url.
 PG_DIR ?= $(or $(TMPDIR),/tmp)/shrink-ci-pg-$(shell id -u)
+# The Slurm tests' private one-node cluster (.ci/slurm.sh); its SLURM_CONF is read from $(SLURM_DIR)/env.
+SLURM_DIR ?= $(or $(TMPDIR),/tmp)/shrink-ci-slurm-$(shell id -u)
 
-.PHONY: demo test test-fast lint bench clean postgres postgres-stop chromium
+.PHONY: demo test test-fast lint bench clean postgres postgres-stop chromium slurm slurm-stop
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +22,9 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/shrink demo
 
-test: $(STAMP) postgres chromium
+test: $(STAMP) postgres chromium slurm
 	$(BIN)/ruff check .
-	SHRINK_PG_DIR=$(PG_DIR) \
+	SHRINK_PG_DIR=$(PG_DIR) SHRINK_SLURM_DIR=$(SLURM_DIR) \
 	SHRINK_TEST_POSTGRES_URL="$${SHRINK_TEST_POSTGRES_URL:-$$(cat $(PG_DIR)/url 2>/dev/null)}" \
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -36,6 +38,14 @@ postgres:
 
 postgres-stop:
 	PG_DIR=$(PG_DIR) bash .ci/postgres.sh stop
+
+# Installs Debian's slurm-wlm and munge when missing (root + apt-get only) and starts or reuses a one-node
+# cluster of its own (munged, slurmctld, slurmd) for tests/test_slurm.py; not root: the Slurm tests skip.
+slurm:
+	SLURM_DIR=$(SLURM_DIR) PYTHON=$(PYTHON) bash .ci/slurm.sh
+
+slurm-stop:
+	SLURM_DIR=$(SLURM_DIR) bash .ci/slurm.sh stop
 
 # Installs Debian's chromium and chromium-driver when missing (root + apt-get only): the report's browser test.
 chromium:

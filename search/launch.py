@@ -16,7 +16,10 @@ Each worker gets ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` = the launcher's core
 ``SHRINK_CODEC_THREADS`` = that same share for its codec thread pool (unless set already).
 
 SIGINT/SIGTERM to the launcher are forwarded to every worker (each checkpoints and re-queues its trial);
-the launcher's exit code is the first non-zero worker exit code, so a scheduler sees failures.
+the launcher's exit code is the first non-zero worker exit code (128 + N for a worker killed by signal N),
+so a scheduler sees failures. A worker killed outright (``kill -9``, the OOM killer) leaves its trial
+RUNNING: the launch's other workers wait for it, re-queue it when its heartbeat grace runs out and train it
+(:mod:`shrink.search.drain`), so the study still finishes.
 """
 
 from __future__ import annotations
@@ -214,7 +217,12 @@ def _pump(stream, prefix: str) -> None:
     stream.close()
 
 
-def launch(worker_args: Sequence[str], slots: Sequence[Slot], env: dict[str, str] | None = None) -> int:
+def launch(
+    worker_args: Sequence[str],
+    slots: Sequence[Slot],
+    env: dict[str, str] | None = None,
+    first_index: int = 0,
+) -> int:
     """One worker process per slot (:func:`gpu_slots`, :func:`spread_slots`). ``env``: extra environment for
     every worker (secrets such as the storage URL go here, not in argv)."""
     if not slots:
@@ -232,7 +240,7 @@ def launch(worker_args: Sequence[str], slots: Sequence[Slot], env: dict[str, str
         if slot.device is not None:
             worker_env["CUDA_VISIBLE_DEVICES"] = slot.device
         process = subprocess.Popen(
-            worker_command(worker_args, index),
+            worker_command(worker_args, first_index + index),
             env=worker_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -257,6 +265,11 @@ def launch(worker_args: Sequence[str], slots: Sequence[Slot], env: dict[str, str
             signal.signal(sig, handler)
     for pump in pumps:
         pump.join(timeout=5)
-    failed = [code for code in codes if code != 0]
+    failed = [exit_status(code) for code in codes if code != 0]
     print(f"launch: {len(codes)} workers exited with codes {codes}")
     return failed[0] if failed else 0
+
+
+def exit_status(code: int) -> int:
+    """A worker's exit code as a shell reports it: Popen's -N for a worker killed by signal N is 128 + N."""
+    return 128 - code if code < 0 else code

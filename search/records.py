@@ -40,6 +40,7 @@ WALL_S_ATTR = "wall_s"  # training seconds, across resumes
 WORKER_WALL_S_ATTR = "worker_wall_s"  # seconds in this worker, loading included
 # verdicts
 FAIL_REASON_ATTR = "fail_reason"
+INTERRUPTED_PREFIX = "interrupted"  # the fail_reason of a trial a signal stopped (and re-queued) starts so
 PRUNE_REASON_ATTR = "prune_reason"
 PRUNED_ATTR = "pruned"  # PrunedRecord, from a multi-objective pruner
 PREVIOUS_FAIL_ATTR = "previous_fail_reason"  # a retry's predecessor's fail_reason

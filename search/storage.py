@@ -3,11 +3,15 @@
 - ``sqlite:///study.db``: WAL journal and a busy timeout, so several local workers can write.
 - ``postgresql+psycopg://user:pass@host/db``: for workers on several machines.
 - ``journal:PATH`` or a path ending in ``.log``/``.journal``: Optuna's journal file storage.
+- ``grpc://HOST:PORT``: Optuna's gRPC storage proxy (``shrink storage serve``, :func:`grpc_proxy_server`)
+  in front of one of the databases above, for very many workers (one connection each to the proxy, which
+  holds a small pool to the database).
 Every storage is opened as a :class:`ShrinkStorage`, one wrapper around Optuna's storage that adds, in one
 place, what the search needs: a heartbeat on every backend (a trial whose worker died is failed after the
 grace period and re-queued by :class:`Requeue`, and our trial runner resumes it from the original trial's
-checkpoint; Optuna gives the journal storage none, the wrapper keeps one in a trial system attribute), and
-for a worker the budget's refusal of new trials and retries that outlive a database restart.
+checkpoint; Optuna gives the journal storage and the gRPC proxy none, the wrapper keeps one in a trial system
+attribute), and for a worker the budget's refusal of new trials and retries that outlive a database (or
+proxy) restart.
 Optuna's private names are used in this module only; other modules reach a study's storage and ids through
 :func:`storage_of`, :func:`study_id_of` and :func:`trial_id_of`.
 
@@ -28,24 +32,31 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Container, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
+import grpc
 import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import (
     BaseStorage,
+    GrpcStorageProxy,
     JournalStorage,
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
     _CachedStorage,  # private: how Optuna caches an RDBStorage; ShrinkStorage wraps one
 )
 
-# Optuna's private names, used in this module only: the heartbeat interface Optuna's optimize() checks for
-# and the thread it beats in; the RDB session and models for ShrinkStorage.add_trials_at_once
+# Optuna's private names, used in this module only: the gRPC proxy's stub, client cache and servicer (we
+# open its client's channel and build its server with options of our own); the heartbeat interface Optuna's
+# optimize() checks for and the thread it beats in; the RDB session and models for add_trials_at_once
+from optuna.storages._grpc.auto_generated import api_pb2_grpc
+from optuna.storages._grpc.client import GrpcClientCache
+from optuna.storages._grpc.servicer import OptunaStorageProxyService
 from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread
 from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -86,7 +97,10 @@ class StorageError(ValueError):
     """A storage URL that is malformed or cannot be reached; the message never holds a password."""
 
 
-URL_FORMS = "sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or journal:FILE"
+PROXIED_FORMS = "serve sqlite:///FILE or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+URL_FORMS = (
+    "sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, journal:FILE or grpc://HOST:PORT"
+)
 BACKENDS = ("sqlite", "postgresql", "mysql")
 PG_CONNECT_TIMEOUT_S = 5
 _PASSWORD_PARAM = re.compile(r"(\b(?:password|passwd|pwd)=)[^&;\s]*", re.IGNORECASE)
@@ -143,7 +157,8 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
     """Re-queue a failed trial as a WAITING retry: after a stale heartbeat and after a signal alike.
 
     Intermediate values are inherited (the retry resumes the same learning curve); the predecessor's
-    ``fail_reason`` moves to ``previous_fail_reason`` instead of being inherited as the retry's own.
+    ``fail_reason`` moves to ``previous_fail_reason`` instead of being inherited as the retry's own, and its
+    last beat (journal, gRPC) is not inherited: the retry, once claimed, would look stale at once.
     """
 
     def __init__(self, max_retry: int | None = MAX_RETRY):
@@ -158,6 +173,7 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
         if trial.user_attrs.get(FAIL_REASON_ATTR):
             attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs[FAIL_REASON_ATTR]
         trial.user_attrs = attrs
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != JOURNAL_HEARTBEAT_ATTR}
         super().__call__(study, trial)
 
 
@@ -175,6 +191,9 @@ def open_storage(
     path = journal_path(url)
     if path is not None:
         return _open_journal(url, path, heartbeat_interval, grace_period, retry)
+    address = grpc_address(url)
+    if address is not None:
+        return _open_grpc(url, address, heartbeat_interval, grace_period, retry)
     parsed = parse_rdb_url(url)
     heartbeat = (
         {}
@@ -255,6 +274,107 @@ def _open_journal(
         raise StorageError(f"cannot open journal storage {str(path)!r}: {error.strerror or error}") from None
 
 
+def grpc_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``grpc://HOST:PORT`` URL (an IPv6 host in brackets, as gRPC's targets write
+    it); None for another scheme; a :class:`StorageError` for a malformed one."""
+    if not url.lower().startswith("grpc://"):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is no number, or out of range
+        port = None
+    extra = parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment
+    if not parts.hostname or port is None or not 1 <= port <= 65535 or extra:
+        raise StorageError(
+            f"malformed storage URL {redact(url)!r}: a gRPC storage proxy is grpc://HOST:PORT "
+            "(started with `shrink storage serve`)"
+        )
+    host = parts.hostname
+    return (f"[{host}]" if ":" in host else host), port
+
+
+# The proxy's client and server channels. Keepalive pings, each answered within 10 s or the connection is
+# dropped (gRPC waits 60 s), find a stalled connection (a partition, a stopped proxy) within 10 to 20 s
+# instead of TCP's minutes: the call fails UNAVAILABLE and is retried. A short reconnect backoff finds a
+# restarted proxy within 4 s (gRPC's own grows to 2 minutes).
+GRPC_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),  # Optuna's own: a study's trials come in one answer
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 4_000),
+)
+GRPC_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),  # a retry's template holds its predecessor's attributes
+    ("grpc.so_reuseport", 0),  # a taken port is refused, not shared with the process holding it
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),  # the clients' keepalive is welcome
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+GRPC_CONNECT_TIMEOUT_S = 5
+GRPC_SERVER_THREADS = 10  # Optuna's default; a call holds a thread (and a database connection) briefly
+
+
+class ShrinkGrpcProxy(GrpcStorageProxy):
+    """Optuna's gRPC storage proxy client, its channel opened with :data:`GRPC_CHANNEL_OPTIONS`."""
+
+    def _setup(self) -> None:  # GrpcStorageProxy's channel set-up, private in Optuna: its options are fixed
+        self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", options=GRPC_CHANNEL_OPTIONS)
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+        self._cache = GrpcClientCache(self._stub)
+
+
+def _open_grpc(
+    url: str,
+    address: tuple[str, int],
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    retry: Requeue,
+) -> ShrinkStorage:
+    host, port = address
+    proxy = ShrinkGrpcProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=GRPC_CONNECT_TIMEOUT_S)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(
+            f"cannot open storage {redact(url)}: no gRPC storage proxy answers at {host}:{port} within "
+            f"{GRPC_CONNECT_TIMEOUT_S} s (start one with `shrink storage serve`)"
+        ) from None
+    if heartbeat_interval is None:
+        return ShrinkStorage(proxy, url)
+    return ShrinkStorage(proxy, url, heartbeat_interval, grace_period, retry)
+
+
+def grpc_proxy_server(
+    storage: ShrinkStorage,
+    host: str,
+    port: int,
+    log: Callable[[str], None],
+    threads: int = GRPC_SERVER_THREADS,
+) -> tuple[grpc.Server, int]:
+    """Optuna's gRPC storage proxy (``run_grpc_proxy_server``'s server) serving ``storage``, listening on
+    ``host:port`` (port 0: a free one) and started; returns it and its port. ``storage`` retries what a lost
+    database connection fails, logging with ``log`` (:meth:`ShrinkStorage.serve_proxy`). A port that cannot
+    be bound is a :class:`StorageError`."""
+    storage.serve_proxy(log)
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=GRPC_SERVER_OPTIONS)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.60 raises where older ones returned 0
+        bound = 0
+    if not bound:
+        raise StorageError(f"cannot listen on {address}: the port is taken or the address is not this host's")
+    server.start()
+    return server, bound
+
+
 def _check_journal_file(path: Path) -> None:
     """Refuse, before Optuna opens it, a journal that is no regular file (a FIFO would block) or does not
     start as every journal does (random bytes without a newline pass in Optuna for a line being written)."""
@@ -328,9 +448,20 @@ def _first_line(error: BaseException, parsed: sqlalchemy.engine.URL) -> str:
     """``Type: first line of the message``, with the URL's password (plain or percent-encoded) scrubbed."""
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.orig is not None:
         error = error.orig  # the driver's own message, without SQLAlchemy's "(module.Class)" prefix
+    code = _grpc_code(error)
+    if code is not None:  # a gRPC error's text is a multi-line dump: its status and details say it all
+        lines = scrub(redact_message(error.details() or ""), parsed).strip().splitlines()
+        return f"gRPC {code.name}: {lines[0] if lines else ''}"
     text = scrub(redact_message(str(error)), parsed)
     lines = text.strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _grpc_code(error: BaseException) -> grpc.StatusCode | None:
+    """The status of a failed gRPC call (the proxy's client raises the channel's error as it is)."""
+    if isinstance(error, grpc.RpcError) and callable(getattr(error, "code", None)):
+        return error.code()
+    return None
 
 
 def _enable_wal(storage: RDBStorage) -> None:
@@ -386,11 +517,22 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
+# gRPC statuses of a proxy that cannot be reached (down, restarting, a stalled connection found by keepalive)
+# or is overloaded. UNKNOWN is not among them: it is an error the proxy's storage raised (after the proxy's
+# own retries of its database).
+GRPC_TRANSIENT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
 def is_transient(error: BaseException) -> bool:
-    """A refused or lost database connection (a server restarting, a network blip, SQLite busy)."""
+    """A refused or lost database connection (a server restarting, a network blip, SQLite busy), or a
+    gRPC storage proxy that cannot be reached."""
     error = _unwrap(error)
     if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
         return True
+    if _grpc_code(error) is not None:
+        return _grpc_code(error) in GRPC_TRANSIENT_CODES
     return isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
 
 
@@ -439,39 +581,42 @@ class BudgetSpent(RuntimeError):
 class ShrinkStorage(BaseStorage, BaseHeartbeat):
     """Optuna's storage wrapped by delegation, as Optuna's ``_CachedStorage`` wraps ``RDBStorage``.
 
-    Every call goes to ``inner`` (Optuna's cached RDB storage, or its journal storage); what shrink adds,
-    in the order a call meets it:
+    Every call goes to ``inner`` (Optuna's cached RDB storage, its journal storage, or its gRPC proxy
+    client); what shrink adds, in the order a call meets it:
 
     1. the budget (:meth:`serve_worker`): a new trial without a template (``study.ask()`` finding no ticket)
        raises :class:`BudgetSpent`; a re-queued retry, added with its template, stays allowed;
-    2. retries (:meth:`serve_worker`, RDB storages only): each database call in ``STORAGE_CALLS`` that
-       fails for want of a connection is retried by :func:`retry_storage`, so a worker outlives a database
-       restart. The two calls that are not idempotent first read what the database holds:
+    2. retries (:meth:`serve_worker` on an RDB storage or a gRPC proxy; :meth:`serve_proxy` in the proxy in
+       front of a database): each call in ``STORAGE_CALLS`` that fails for want of a connection is retried
+       by :func:`retry_storage`, so a worker outlives a database (or proxy) restart, and a proxy its
+       database's. The two calls that are not idempotent first read what the database holds:
        ``create_new_trial`` tags its trial with a fresh token and looks for it; ``set_trial_state_values``
        reads the trial's state. A claim (WAITING -> RUNNING) whose answer was lost is ambiguous (this
        worker's commit, or another's): the trial is left alone, given one heartbeat so that the stale check
-       re-queues it if it was ours, and listed in :attr:`unsure_claims` for the worker to wait on. A
-       heartbeat is not retried: one that fails is logged and skipped (the heartbeat thread would die of
-       the error), the next comes one interval later;
-    3. the heartbeat: the RDB storage's own, or, on a journal (which Optuna gives none), the time of a
-       trial's last beat kept in a trial system attribute. The clocks of the machines sharing a journal file
-       must agree to within the grace period.
+       re-queues it if it was ours (a worker with an empty queue waits for every RUNNING trial to end or go
+       stale: :mod:`shrink.search.drain`). A heartbeat is not retried: one that fails is logged and skipped
+       (the heartbeat thread would die of the error), the next comes one interval later;
+    3. the heartbeat: the RDB storage's own, or, on a journal and through a gRPC proxy (which Optuna gives
+       none), the time of a trial's last beat kept in a trial system attribute (``heartbeat_interval``,
+       ``grace_period`` and ``stale_callback`` configure it). The clocks of the machines sharing a journal
+       file or a proxy must agree to within the grace period. Workers of one study use one route: a worker
+       on the database itself does not see the beats of one through the proxy, nor the other way round.
     """
 
     def __init__(
         self,
         inner: BaseStorage,
         url: str,
-        journal_heartbeat_interval: int | None = None,
-        journal_grace_period: int | None = None,
-        journal_callback: Requeue | None = None,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        stale_callback: Requeue | None = None,
     ):
         self._inner = inner
         self.url = url
-        self._journal_heartbeat = (journal_heartbeat_interval, journal_grace_period, journal_callback)
-        self._log: Callable[[str], None] | None = None  # set by serve_worker: retries on
+        self._attr_heartbeat = (heartbeat_interval, grace_period, stale_callback)
+        self._log: Callable[[str], None] | None = None  # set by serve_worker/serve_proxy: retries on
         self._budget_closed = False
-        self.unsure_claims: set[int] = set()
+        self._proxy = False  # serving gRPC clients (serve_proxy)
 
     # ---- what shrink adds ----------------------------------------------------------------------------
     @property
@@ -481,17 +626,34 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         # _backend is the only way to the uncached storage beneath it.
         return self._inner._backend if isinstance(self._inner, _CachedStorage) else None
 
+    @property
+    def remote(self) -> bool:
+        """Whether this is a gRPC proxy's client (``grpc://``)."""
+        return isinstance(self._inner, GrpcStorageProxy)
+
     def serve_worker(self, log: Callable[[str], None]) -> None:
-        """From now on refuse trials beyond the budget, and (on an RDB storage) retry what a lost connection
-        fails, logging each retry with ``log``."""
+        """From now on refuse trials beyond the budget, and (on an RDB storage or a gRPC proxy) retry what a
+        lost connection fails, logging each retry with ``log``."""
         self._budget_closed = True
-        if self.rdb is not None:
+        if self.rdb is not None or self.remote:
             self._log = log
+
+    def serve_proxy(self, log: Callable[[str], None]) -> None:
+        """Serve as the database behind a gRPC proxy: retry what a lost database connection fails (logged
+        with ``log``), keep the budget to the proxy's clients (a worker's own ShrinkStorage refuses), and
+        give a claim whose answer was lost one beat of the clients' heartbeat (a trial system attribute)."""
+        if self.rdb is None:
+            raise StorageError(f"a gRPC proxy serves a database, not {redact(self.url)}: {PROXIED_FORMS}")
+        self._log = log
+        self._proxy = True
 
     def read_trial(self, trial_id: int) -> FrozenTrial:
         """The trial as the database holds it now (Optuna's cache may keep a RUNNING trial's old state)."""
-        read = self.rdb.get_trial if self.rdb is not None else self._inner.get_trial
-        return self._call("get_trial", read, trial_id)
+        return self._call("get_trial", self._read_uncached, trial_id)
+
+    def _read_uncached(self, trial_id: int) -> FrozenTrial:
+        # a gRPC proxy's get_trial asks the proxy, whose cache keeps finished trials only
+        return (self.rdb or self._inner).get_trial(trial_id)
 
     def add_trials_at_once(self, study_id: int, trials: Sequence[FrozenTrial]) -> bool:
         """Add ``trials`` in one transaction, so all or none are added even if the process is killed
@@ -512,9 +674,11 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         return True
 
     def dispose(self) -> None:
-        """Close the database connections (a process that opens many storages)."""
+        """Close the database connections, or the proxy's channel (a process that opens many storages)."""
         if self.rdb is not None:
             self.rdb.engine.dispose()
+        if self.remote:
+            self._inner.close()
 
     def _call(self, name: str, method: Callable[..., Any], *args, **kwargs) -> Any:
         if self._log is None:
@@ -530,12 +694,14 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
             raise BudgetSpent("no trial of the study's budget is left to claim")
         if self._log is None:
             return self._inner.create_new_trial(study_id, template_trial)
+        # A proxy keeps its client's token and adds its own: a template's token may be inherited, not fresh
+        key = PROXY_CREATE_TOKEN_ATTR if self._proxy else CREATE_TOKEN_ATTR
         token = uuid.uuid4().hex
-        template = _with_token(template_trial, token)
+        template = _with_token(template_trial, key, token)
 
         def settled() -> tuple[bool, int | None]:
             for trial in self._inner.get_all_trials(study_id, deepcopy=False):
-                if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
+                if trial.system_attrs.get(key) == token:
                     return True, trial._trial_id
             return False, None
 
@@ -553,13 +719,14 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
 
     def _settled(self, trial_id: int, state: TrialState) -> tuple[bool, bool | None]:
         """Whether a state change whose answer was lost took effect (see the class's docstring)."""
-        trial = self.rdb.get_trial(trial_id)  # uncached: the state as the database holds it
+        trial = self._read_uncached(trial_id)  # the state as the database holds it
         if state == TrialState.RUNNING:
             if trial.state == TrialState.WAITING:
                 return False, None
             if trial.state == TrialState.RUNNING:
-                self.unsure_claims.add(trial_id)
-                if self.get_heartbeat_interval() is not None:
+                if self._proxy:  # the proxy's clients, not the proxy, keep the heartbeat: theirs it gets
+                    self._record_attr_heartbeat(trial_id)
+                elif self.get_heartbeat_interval() is not None:
                     self.record_heartbeat(trial_id)
                 self._log(f"storage: claim of trial {trial.number} unsure; left to the heartbeat check")
                 return True, False
@@ -633,17 +800,17 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
 
     # ---- the heartbeat ------------------------------------------------------------------------------
     def record_heartbeat(self, trial_id: int) -> None:
-        if self.rdb is None:
-            self._record_journal_heartbeat(trial_id)
-            return
         try:
-            self._inner.record_heartbeat(trial_id)
+            if self.rdb is None:
+                self._record_attr_heartbeat(trial_id)
+            else:
+                self._inner.record_heartbeat(trial_id)
         except Exception as error:
             if self._log is None or not is_transient(error):
                 raise
             self._log(f"storage: heartbeat of trial id {trial_id} skipped ({_error_line(error, self.url)})")
 
-    def _record_journal_heartbeat(self, trial_id: int) -> None:
+    def _record_attr_heartbeat(self, trial_id: int) -> None:
         try:
             self._inner.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
         except UpdateFinishedTrialError:  # finished elsewhere (failed as stale): its retry beats now
@@ -653,7 +820,10 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         if self.rdb is not None:
             return self._delegate("_get_stale_trial_ids", study_id)
-        interval, grace, _ = self._journal_heartbeat
+        return self._call("_get_stale_trial_ids", self._attr_stale_trial_ids, study_id)
+
+    def _attr_stale_trial_ids(self, study_id: int) -> list[int]:
+        interval, grace, _ = self._attr_heartbeat
         grace = grace if grace is not None else 2 * interval
         now = time.time()
         return [
@@ -663,20 +833,53 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         ]
 
     def get_heartbeat_interval(self) -> int | None:
-        return self._inner.get_heartbeat_interval() if self.rdb is not None else self._journal_heartbeat[0]
+        return self._inner.get_heartbeat_interval() if self.rdb is not None else self._attr_heartbeat[0]
+
+    def heartbeat_ages(self, study_id: int) -> dict[int, float] | None:
+        """Seconds since the last beat of each RUNNING trial of the study that has beaten, by trial id (the
+        database's clock on an RDB storage, this machine's where the beat is a trial system attribute); None
+        when a transient error leaves them unknown this time. (Optuna gives no public read of its heartbeat
+        table: this reads its model.)"""
+        try:
+            if self.rdb is None:
+                now = time.time()
+                running = self._inner.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                return {
+                    t._trial_id: now - t.system_attrs[JOURNAL_HEARTBEAT_ATTR]
+                    for t in running
+                    if JOURNAL_HEARTBEAT_ATTR in t.system_attrs
+                }
+            beat, trial = rdb_models.TrialHeartbeatModel, rdb_models.TrialModel
+            with sqlalchemy.orm.Session(self.rdb.engine) as session:
+                now = session.execute(sqlalchemy.func.now()).scalar_one().replace(tzinfo=None)
+                rows = (
+                    session.query(beat.trial_id, beat.heartbeat)
+                    .join(trial, trial.trial_id == beat.trial_id)
+                    .filter(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+                    .all()
+                )
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            return None
+        return {trial_id: (now - at.replace(tzinfo=None)).total_seconds() for trial_id, at in rows}
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         if self.rdb is not None:
             return self._inner.get_heartbeat_stale_trial_callback()
-        return self._journal_heartbeat[2]
+        return self._attr_heartbeat[2]
 
 
-def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
+# The token a gRPC proxy tags the trials it creates with, beside its client's CREATE_TOKEN_ATTR
+PROXY_CREATE_TOKEN_ATTR = "shrink_proxy_create_token"
+
+
+def _with_token(template: FrozenTrial | None, key: str, token: str) -> FrozenTrial:
     """The trial to create, tagged with ``token`` (a copy: a retry's template is its predecessor's)."""
     template = (
         optuna.trial.create_trial(state=TrialState.RUNNING) if template is None else copy.copy(template)
     )
-    template.system_attrs = {**template.system_attrs, CREATE_TOKEN_ATTR: token}
+    template.system_attrs = {**template.system_attrs, key: token}
     return template
 
 

@@ -39,6 +39,7 @@ from .records import (
     DEVICE_ATTR,
     EPOCHS_ATTR,
     FAIL_REASON_ATTR,
+    INTERRUPTED_PREFIX,
     ORIGINAL_TRIAL_ATTR,
     PARENT_TRIAL_ATTR,
     PRUNE_REASON_ATTR,
@@ -175,7 +176,7 @@ class TrialRunner:
         except (optuna.TrialPruned, TrialTakenOver):
             raise
         except KeyboardInterrupt as interrupt:  # a signal: the worker re-queues the trial to resume
-            trial.set_user_attr(FAIL_REASON_ATTR, f"interrupted: {interrupt}; re-queued to resume")
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{INTERRUPTED_PREFIX}: {interrupt}; re-queued to resume")
             raise
         except Exception as error:
             trial.set_user_attr(FAIL_REASON_ATTR, f"{type(error).__name__}: {error}")

@@ -5,30 +5,40 @@ the budget's tickets and re-queued retries (see :mod:`shrink.search.budget`), so
 trained however many workers race. On SIGINT/SIGTERM the running trial checkpoints, is marked FAILED and
 re-queued (so it resumes elsewhere), and the worker exits with 128 + the signal number. A trial that was
 failed as stale while it still ran (a heartbeat lost for longer than the grace period) stops at its next
-epoch and leaves the run to its retry; the worker goes on. A database that goes away for a while (a
-PostgreSQL restart) is outlived: see :class:`shrink.search.storage.ShrinkStorage`. :class:`SignalStop` and
-:func:`fail_and_requeue` are shared with ``shrink trial`` (:mod:`shrink.search.asked`).
+epoch and leaves the run to its retry; the worker goes on. A worker that finds no WAITING trial while
+the study may still get one (a RUNNING trial whose worker may be dead, a retry being re-queued) waits for
+it and trains it: a study finishes whoever dies last (:mod:`shrink.search.drain`). A database that goes
+away for a while (a PostgreSQL restart) is outlived: see :class:`shrink.search.storage.ShrinkStorage`.
+:class:`SignalStop` and :func:`fail_and_requeue` are shared with ``shrink trial``
+(:mod:`shrink.search.asked`).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from shrink.compression.text import plain_text
 
 from .budget import BudgetSpent, is_over_budget, tickets_left
+from .drain import Drain
 from .records import DECODER_MACS_ATTR, RETRY_HISTORY_ATTR, WALL_S_ATTR, read_rd_point, verdict
-from .storage import Requeue, heartbeat_enabled, read_trial, storage_of
+from .storage import Requeue, heartbeat_enabled, storage_of
 from .study import StudyHandle
-from .trial_runner import OnComplete, TrialRunner
+from .trial_runner import OnComplete, TrialRunner, TrialTakenOver
+
+OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's optimize loop (its failed-trial warnings)
 
 
 @dataclass
@@ -54,7 +64,8 @@ def trials_used(study: optuna.Study) -> int:
 
 class SignalStop:
     """While in effect, SIGINT/SIGTERM ask the trial runner to checkpoint and stop (the trial then ends
-    FAILED, for :func:`fail_and_requeue`); a second signal stops at once (KeyboardInterrupt)."""
+    FAILED, for :func:`fail_and_requeue`); a SIGINT after that stops at once (KeyboardInterrupt), a repeated
+    SIGTERM changes nothing."""
 
     def __init__(self, runner: TrialRunner, log: Callable[[str], None] | None = None):
         self.runner, self.log = runner, log
@@ -70,8 +81,10 @@ class SignalStop:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
+        if self.signal is not None:
+            if signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            return  # a repeated SIGTERM is the same request (Slurm signals a step's processes, launch too)
         self.signal = signum
         if self.log is not None:
             self.log(f"worker: {signal.Signals(signum).name} received; checkpointing the running trial")
@@ -115,6 +128,7 @@ class Worker:
         self.storage.serve_worker(log)  # refuse trials beyond the budget; outlive a database restart
         self.runner = TrialRunner(handle, run_root, log, on_complete)
         self.stop = SignalStop(self.runner, log)
+        self.drain = Drain(handle.study, log)
 
     @property
     def signal(self) -> int | None:
@@ -124,30 +138,26 @@ class Worker:
         result = WorkerResult()
         deadline = None if timeout is None else time.monotonic() + timeout
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with quiet_taken_over():
+            return self._run(result, n_trials, deadline)
+
+    def _run(self, result: WorkerResult, n_trials: int | None, deadline: float | None) -> WorkerResult:
+        def stopping() -> bool:
+            return self.signal is not None or (deadline is not None and time.monotonic() >= deadline)
+
         with self.stop:
-            while self.signal is None:
+            while not stopping():
                 if n_trials is not None and len(result.trials) >= n_trials:
                     break
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
                 if study_budget_reached(self.handle):
-                    if not self._wait_for_unsure_claims():
+                    # a RUNNING trial (another worker's, or a claim of ours whose answer was lost) or a retry
+                    # being re-queued may still become WAITING: wait for it, bounded (see drain.py)
+                    if not self.drain.wait(stopping):
                         break
-                elif not self._one_trial(result):
-                    break
+                else:
+                    self._one_trial(result)
         result.signal = self.signal
         return result
-
-    def _wait_for_unsure_claims(self) -> bool:
-        """Claims whose answer a lost connection swallowed (``ShrinkStorage.unsure_claims``) may be this
-        worker's: wait while one is RUNNING, until its heartbeat goes stale and it is re-queued, or it
-        ends."""
-        storage = self.storage
-        unsure = storage.unsure_claims
-        unsure -= {i for i in unsure if read_trial(storage, i).state != TrialState.RUNNING}
-        if unsure:
-            time.sleep(storage.get_heartbeat_interval() or 1)
-        return bool(unsure)
 
     def _taken_over(self) -> bool:
         """The trial this worker ran was finished by another (failed as stale while it ran)."""
@@ -156,33 +166,73 @@ class Worker:
             return False
         return self.handle.study.get_trials(deepcopy=False)[number].state.is_finished()
 
-    def _one_trial(self, result: WorkerResult) -> bool:
-        """Claim and run one trial; False when no trial of the budget was left to claim."""
+    def _one_trial(self, result: WorkerResult) -> None:
+        """Claim and run one trial (none when another worker claimed the last WAITING one first: the run loop
+        then looks again, and waits for what may still come)."""
         study = self.handle.study
         self.runner.last_trial_number = None
+        taken_over = False
         try:
             study.optimize(self.runner, n_trials=1, catch=(Exception,), gc_after_trial=True)
         except BudgetSpent:
-            return False
+            return
         except Exception:  # Optuna's tell of a trial finished elsewhere raises (several kinds, by timing)
             if not self._taken_over():
                 raise
-            self.log(f"trial {self.runner.last_trial_number} was taken over by its retry; result discarded")
+            taken_over = True
         except KeyboardInterrupt:
             if self.signal is None:
                 self.stop.signal = signal.SIGINT
         if self.runner.last_trial_number is None:
-            return True
+            return
         trial = study.get_trials(deepcopy=False)[self.runner.last_trial_number]
-        if self.signal is not None:
+        if self.signal is not None and not taken_over:
             trial = fail_and_requeue(study, trial.number)
             if trial.state == TrialState.FAIL:
                 self.log(f"trial {trial.number} checkpointed and re-queued")
         result.trials[trial.number] = trial.state.name
-        self.log(describe(trial))
+        if taken_over:  # Optuna's own warnings about it are filtered out (TakenOverFilter)
+            self.log(f"trial {trial.number} was taken over by its retry; result discarded")
+        else:
+            self.log(describe(trial))
         if self.on_trial_end is not None:
             self.on_trial_end(trial)
+
+
+class TakenOverFilter(logging.Filter):
+    """Drops Optuna's two warnings (a traceback, then "failed with value None") about a trial that was failed
+    as stale while this worker ran it: the worker says it in one line ("taken over by its retry")."""
+
+    FAILED = re.compile(r"^Trial (\d+) failed with (parameters|value)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropping: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = self.FAILED.match(str(record.msg))
+        if failed is None:
+            return True
+        number, part = failed.groups()
+        error = record.exc_info[1] if record.exc_info else None
+        if part == "parameters" and isinstance(error, (TrialTakenOver, UpdateFinishedTrialError)):
+            self.dropping.add(number)
+            return False
+        if part == "value" and number in self.dropping:
+            self.dropping.discard(number)
+            return False
         return True
+
+
+@contextmanager
+def quiet_taken_over() -> Iterator[None]:
+    """While in effect, Optuna's optimize loop says nothing of a trial taken over (TakenOverFilter)."""
+    logger, taken_over = logging.getLogger(OPTIMIZE_LOGGER), TakenOverFilter()
+    logger.addFilter(taken_over)
+    try:
+        yield
+    finally:
+        logger.removeFilter(taken_over)
 
 
 def _rate(change: float | None) -> str:

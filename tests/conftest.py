@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import tempfile
@@ -139,8 +140,19 @@ def _dispose_engines(database: str) -> None:
 
 
 @pytest.fixture
-def storage_url_any(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
-    """A fresh storage URL of ``kind`` (parametrize it): "sqlite", "journal" or "postgresql"."""
+def storage_url_any(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[str]:
+    """A fresh storage URL of ``kind`` (parametrize it): "sqlite", "journal", "postgresql", or "grpc" /
+    "grpc-postgresql" (a gRPC storage proxy, run in this process, in front of a fresh SQLite file /
+    PostgreSQL database; stopped at teardown)."""
+    if kind.startswith("grpc"):
+        backend = "postgresql" if kind == "grpc-postgresql" else "sqlite"
+        with grpc_proxy(_plain_url(request, tmp_path, backend)) as url:
+            yield url
+        return
+    yield _plain_url(request, tmp_path, kind)
+
+
+def _plain_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
     if kind == "postgresql":
         return request.getfixturevalue("postgres_url")
     if kind == "sqlite":
@@ -148,3 +160,18 @@ def storage_url_any(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -
     if kind == "journal":
         return f"journal:{tmp_path / 'study.log'}"
     raise ValueError(f"unknown storage kind {kind!r}")
+
+
+@contextlib.contextmanager
+def grpc_proxy(database_url: str, port: int = 0) -> Iterator[str]:
+    """``shrink storage serve``'s proxy in front of ``database_url``, in a thread of this process, on loopback
+    ``port`` (0: a free one, which gRPC picks: nothing can take it in between); yields its grpc:// URL."""
+    from shrink.search.storage import grpc_proxy_server, open_storage
+
+    storage = open_storage(database_url, heartbeat_interval=None)
+    server, port = grpc_proxy_server(storage, "127.0.0.1", port, log=lambda line: None)
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait()
+        storage.dispose()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -479,3 +480,44 @@ def test_numbers_are_bounded_where_they_are_parsed(
     assert main([*COMMAND_LINES[command], *option]) == 2
     assert one_line_error(capsys) == f"shrink {command}: error: argument {message}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_first_worker_index_gives_each_node_its_own_sampler_seeds(monkeypatch, capsys):
+    _, workers = launched_workers(
+        monkeypatch, capsys, ["--workers", "2", "--first-worker-index", "256"], gpus=0
+    )
+    assert sorted(index for index, _, _ in workers.values()) == [256, 257]
+    assert (
+        main(
+            [
+                "launch",
+                "--storage",
+                "sqlite:///unused.db",
+                "--study-name",
+                "s",
+                "--workers",
+                "1",
+                "--first-worker-index",
+                "-1",
+            ]
+        )
+        == 2
+    )
+
+
+def test_a_repeated_sigterm_is_the_same_request_and_a_second_sigint_stops_at_once():
+    from shrink.search.worker import SignalStop
+
+    class Runner:
+        stops = 0
+
+        def request_stop(self):
+            self.stops += 1
+
+    runner = Runner()
+    stop = SignalStop(runner)
+    stop._handle(signal.SIGTERM, None)
+    stop._handle(signal.SIGTERM, None)  # Slurm signals the step's processes and launch forwards it too
+    assert (stop.signal, runner.stops) == (signal.SIGTERM, 1)
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)

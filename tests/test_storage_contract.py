@@ -1,4 +1,5 @@
-"""One storage contract, three storages: SQLite, Optuna's journal file and PostgreSQL behave alike for shrink.
+"""One storage contract, five storages: SQLite, Optuna's journal file, PostgreSQL, and Optuna's gRPC proxy in
+front of SQLite and of PostgreSQL behave alike for shrink.
 
 PostgreSQL runs against the server of ``make postgres`` (.ci/postgres.sh), a fresh database per test; without
 one those cases skip, saying why.
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 from shrink.compression.rd import RDCurve
 from shrink.search.cli import main
-from shrink.search.records import DEV_JPEG_ATTR, TICKET_ATTR
+from shrink.search.records import DEV_JPEG_ATTR, JOURNAL_HEARTBEAT_ATTR, TICKET_ATTR
 from shrink.search.spec import load_spec
 from shrink.search.storage import open_storage
 from shrink.search.study import attach, create, stored_spec
@@ -26,7 +27,7 @@ from shrink.search.worker import study_budget_reached
 
 from .helpers import write_spec
 
-KINDS = ["sqlite", "journal", "postgresql"]
+KINDS = ["sqlite", "journal", "postgresql", "grpc", "grpc-postgresql"]
 RDB_KINDS = ["sqlite", "postgresql"]
 # study.ask() on a storage with a heartbeat: Optuna reminds us that only optimize() beats (we beat by hand).
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
@@ -137,3 +138,6 @@ def test_stale_running_trial_is_failed_and_requeued_under_its_original_number(
     assert retry.state == TrialState.WAITING and retry.params == {"codec.quality": quality}
     assert retry.system_attrs["failed_trial"] == 0 and original_number(retry) == 0
     assert retry.system_attrs[TICKET_ATTR] == 0 and retry.intermediate_values == {1: 0.5}
+    assert (
+        JOURNAL_HEARTBEAT_ATTR not in retry.system_attrs
+    )  # claimed, it would look stale before its first beat

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from shrink.dashboards.study_info import storage_roots
 from shrink.search.cli import main
-from shrink.search.storage import PG_CONNECT_TIMEOUT_S, StorageError, open_storage, redact
+from shrink.search.storage import PG_CONNECT_TIMEOUT_S, StorageError, grpc_address, open_storage, redact
+from shrink.search.trial_runner import default_run_root
 
 from .helpers import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = Path(sys.executable).parent / "shrink"
 SECRET = "s3cretpw"
+GRPC_FORM = "a gRPC storage proxy is grpc://HOST:PORT"
 BAD_URLS = {
     "no-scheme-separator": (f"postgres//u:{SECRET}@127.0.0.1/db", "malformed storage URL"),
     "bare-path": ("study.db", "malformed storage URL"),
@@ -36,6 +39,11 @@ BAD_URLS = {
         f"postgresql+psycopg://u@127.0.0.1:1/db?password={SECRET}",
         "Connection refused",
     ),
+    "grpc-no-port": ("grpc://127.0.0.1", GRPC_FORM),
+    "grpc-port-out-of-range": ("grpc://127.0.0.1:99999", GRPC_FORM),
+    "grpc-port-zero": ("grpc://127.0.0.1:0", GRPC_FORM),
+    "grpc-password": (f"grpc://u:{SECRET}@127.0.0.1:13000", GRPC_FORM),
+    "grpc-database-path": ("grpc://127.0.0.1:13000/db", GRPC_FORM),
 }
 
 
@@ -100,6 +108,21 @@ def test_the_installed_command_reports_an_unreachable_server_in_one_line(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_grpc_proxy_that_is_not_there_is_one_line_exit_2(workdir, capfd):
+    before = tree(workdir)
+    assert main(argv("worker", "grpc://127.0.0.1:1")) == 2
+    out, err = capfd.readouterr()
+    assert_one_clear_line(out, err, "no gRPC storage proxy answers at 127.0.0.1:1 within 5 s")
+    assert tree(workdir) == before
+
+
+def test_a_grpc_url_keeps_trial_folders_in_the_working_directory():
+    assert default_run_root("grpc://proxy-host:13000") == Path("shrink-runs")  # as PostgreSQL's
+    assert storage_roots("grpc://proxy-host:13000") == [Path.cwd()]
+    assert grpc_address("grpc://[::1]:13000") == ("[::1]", 13000)
+    assert grpc_address("sqlite:///study.db") is None
+
+
 def test_a_server_that_never_answers_fails_within_the_connect_timeout():
     with socket.socket() as silent:  # accepts TCP connections (the backlog) but never says a word
         silent.bind(("127.0.0.1", 0))
@@ -131,6 +154,8 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout():
         ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
         ("sqlite:////tmp/a@b/study.db", "sqlite:////tmp/a@b/study.db"),
         ("journal:runs/study.log", "journal:runs/study.log"),
+        ("grpc://proxy-host:13000", "grpc://proxy-host:13000"),
+        (f"grpc://u:{SECRET}@proxy-host:13000", "grpc://u:***@proxy-host:13000"),
     ],
 )
 def test_redact_hides_every_form_of_password(url, shown):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# gRPC's core logs a line of its own (INFO) when a storage proxy goes away; our retries already say it in one
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 COMMANDS = {
     "train": ("shrink.search.cli.train", "train one config (TOML preset + --set overrides)"),
@@ -14,6 +18,10 @@ COMMANDS = {
     "study": (
         "shrink.search.cli.study",
         "create a study from a spec: shrink study create SPEC --storage URL",
+    ),
+    "storage": (
+        "shrink.search.cli.storage",
+        "shrink storage serve --storage URL: a gRPC proxy in front of a database (grpc://HOST:PORT)",
     ),
     "worker": ("shrink.search.cli.worker", "run trials of a study until its budget is reached"),
     "launch": ("shrink.search.cli.launch", "worker processes on a node's GPUs or CPU cores, on one study"),

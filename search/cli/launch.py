@@ -10,10 +10,11 @@ import os
 
 from shrink.search.launch import cuda_device_count, gpu_slots, launch, parse_gpus, spread_slots
 
-from ._common import ArgumentParser, positive_number, run_command
+from ._common import ArgumentParser, int_in, positive_number, run_command
 from .worker import STORAGE_ENV, add_study_arguments, add_worker_limits, worker_arguments
 
 MAX_WORKERS = 256  # processes on one machine
+MAX_FIRST_INDEX = 1 << 20  # nodes x MAX_WORKERS, with room
 
 
 def build_parser() -> ArgumentParser:
@@ -41,6 +42,14 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help="with --gpus: N workers on each (default 1)",
     )
+    parser.add_argument(
+        "--first-worker-index",
+        type=int_in(0, MAX_FIRST_INDEX),
+        default=0,
+        metavar="I",
+        help="the first worker's --worker-index (its sampler seed offset); several nodes on one study give "
+        "each its own range (the Slurm job passes its task number times 256)",
+    )
     return parser
 
 
@@ -54,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         slots = gpu_slots(gpus, args.workers_per_gpu or 1, visible)
     else:
         slots = spread_slots(args.workers, cuda_device_count(), visible)
-    return launch(worker_arguments(args), slots, env={STORAGE_ENV: args.storage})
+    return launch(
+        worker_arguments(args), slots, env={STORAGE_ENV: args.storage}, first_index=args.first_worker_index
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,10 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="shrink worker", description="Run trials until the study's budget is reached."
+        prog="shrink worker",
+        description="Run trials until the study's budget is reached. With no WAITING trial left, it waits "
+        "for the RUNNING ones: a dead worker's is re-queued when its heartbeat grace runs out, and trained "
+        "here.",
     )
     add_study_arguments(parser)
     add_worker_limits(parser)
