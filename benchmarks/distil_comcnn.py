@@ -32,7 +32,7 @@ from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.bundle import save_bundle
 from shrink.compression.codecs import to_uint8
 from shrink.compression.data import CropSampler, load_images
-from shrink.compression.optimise import _Encoder, optimisation_path
+from shrink.compression.optimise import ImageEncoder, optimisation_path
 from shrink.compression.rd import curve_from_rows, load_curves, save_curves
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,7 +69,7 @@ def targets(bundle, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
     for index in range(args.crops):
         pixels = sampler.sample_uint8(1)[0]
         quality = int(torch.randint(low, high + 1, (1,), generator=generator))
-        encoder = _Encoder(bundle, pixels, "msssim", 0)
+        encoder = ImageEncoder(bundle, pixels, "msssim", 0)
         slope = encoder.slope(encoder.writer(to_uint8(encoder.start[0])), quality)
         codec = bundle.jpeg_codec()
         path = optimisation_path(bundle.model, pixels, encoder.start, codec, quality, slope, args.steps)

@@ -28,7 +28,7 @@ from shrink.compression.baselines import codec_curve
 from shrink.compression.bdrate import safe_bd_rate
 from shrink.compression.codecs import to_uint8
 from shrink.compression.data import load_images
-from shrink.compression.optimise import _Encoder, optimisation_path, rd_objective
+from shrink.compression.optimise import ImageEncoder, optimisation_path, rd_objective
 from shrink.compression.rd import curve_from_rows, measure, save_curves
 
 ANCHORS = ("jpeg", "mozjpeg", "webp")
@@ -60,7 +60,7 @@ def run_image(image, bundle, qualities, steps, loss: str) -> dict[int, list[dict
         began = time.perf_counter()
         plain = compress_image(pixels, bundle, quality=quality, tile=0)
         plain_s = time.perf_counter() - began
-        encoder = _Encoder(bundle, pixels, loss, 0)
+        encoder = ImageEncoder(bundle, pixels, loss, 0)
         slope = encoder.slope(encoder.writer(to_uint8(encoder.start[0])), quality)
         plain_db = encoder.db(plain)
         path = optimisation_path(

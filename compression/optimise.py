@@ -88,7 +88,7 @@ def measured_db(psnr_value: float, msssim_value: float | None, distortion: str) 
 
 
 def rd_objective(size: int, quality_db_value: float, slope: float) -> float:
-    """``slope * ln(bytes) - dB`` of a real file: lower is better; what :func:`loss` estimates."""
+    """``slope * ln(bytes) - dB`` of a real file: lower is better; the proxy's loss estimates it."""
     return slope * math.log(size) - quality_db_value
 
 
@@ -238,7 +238,7 @@ class Optimised:
     slope: float
 
 
-class _Encoder:
+class ImageEncoder:
     """One image and one bundle: files of a compact image at any quality, decoded and measured."""
 
     def __init__(self, bundle: OpenBundle, pixels: torch.Tensor, distortion: str, tile: int):
@@ -294,7 +294,7 @@ def compress_optimised(
     pixels = as_pixels(image)
     if ms_ssim_levels(*pixels.shape[-2:]) < len(MS_SSIM_WEIGHTS):
         raise ValueError(f"optimising needs both sides over 160 px, the image is {tuple(pixels.shape[1:])}")
-    encoder = _Encoder(bundle, pixels, distortion, tile)
+    encoder = ImageEncoder(bundle, pixels, distortion, tile)
     plain_at = encoder.writer(to_uint8(encoder.start[0]))
     operating, plain = _operating_file(encoder, plain_at, quality or bundle.default_quality, bpp, msssim)
     slope = encoder.slope(plain_at, operating)
@@ -330,7 +330,7 @@ def compress_optimised(
     )
 
 
-def _operating_file(encoder: _Encoder, file_at, quality: int, bpp: float | None, msssim: float | None):
+def _operating_file(encoder: ImageEncoder, file_at, quality: int, bpp: float | None, msssim: float | None):
     """(quality, file) of the plain encoder for the target."""
     if bpp is not None:
         return file_within(file_at, bpp, encoder.pixels)
@@ -342,7 +342,7 @@ def _operating_file(encoder: _Encoder, file_at, quality: int, bpp: float | None,
     return quality, file_at(quality)
 
 
-def _better(encoder: _Encoder, candidate: bytes, plain: bytes, slope: float, by_rate: bool) -> bool:
+def _better(encoder: ImageEncoder, candidate: bytes, plain: bytes, slope: float, by_rate: bool) -> bool:
     """Whether the candidate file measures better than the plain one: by ``slope * ln(bytes) - dB`` at a
     fixed quality (``by_rate``), else by its quality alone (within the same byte budget)."""
     if candidate == plain:
@@ -356,6 +356,7 @@ def _better(encoder: _Encoder, candidate: bytes, plain: bytes, slope: float, by_
 __all__ = [
     "DISTORTIONS",
     "MAX_STEPS",
+    "ImageEncoder",
     "Optimised",
     "Step",
     "compress_optimised",
