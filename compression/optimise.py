@@ -244,13 +244,18 @@ class ImageEncoder:
     def __init__(self, bundle: OpenBundle, pixels: torch.Tensor, distortion: str, tile: int):
         self.bundle, self.pixels, self.distortion, self.tile = bundle, pixels, distortion, tile
         self.start = start_compact(bundle.model, pixels, tile)
+        self._measured: dict[bytes, tuple[float, float | None]] = {}
 
     def writer(self, compact: np.ndarray) -> Callable[[int], bytes]:
         return file_writer(self.bundle, self.pixels, compact)
 
     def quality_of(self, data: bytes) -> tuple[float, float | None]:
-        """(PSNR, MS-SSIM) of the decoded file against the original."""
-        return reconstruction_quality(decompress_image(data, self.bundle, tile=self.tile), self.pixels)
+        """(PSNR, MS-SSIM) of the decoded file against the original; each file is decoded once (the choice
+        between plain and optimised measures the same files again)."""
+        if data not in self._measured:
+            decoded = decompress_image(data, self.bundle, tile=self.tile)
+            self._measured[data] = reconstruction_quality(decoded, self.pixels)
+        return self._measured[data]
 
     def db(self, data: bytes) -> float:
         return measured_db(*self.quality_of(data), self.distortion)
