@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
@@ -25,6 +25,31 @@ from shrink.search.storage import open_storage
 from .conftest import textured_image, tiny_config_dict
 
 BIN = Path(sys.executable).parent
+
+
+class Trials:
+    """The study's trials through one storage connection of the test's own (no cache, no heartbeat)."""
+
+    def __init__(self, url: str, name: str = "toy"):
+        self.storage = open_storage(url, heartbeat_interval=None)
+        self.study_id = self.storage.get_study_id_from_name(name)
+
+    def __call__(self) -> list[FrozenTrial]:
+        return self.storage.get_all_trials(self.study_id, deepcopy=False)
+
+    def epochs(self, number: int) -> list[dict]:
+        trials = self()
+        return trials[number].user_attrs.get("epochs", []) if len(trials) > number else []
+
+
+def postgres_bin() -> Path | None:
+    """Debian's server binaries, newest version (as .ci/postgres.sh picks them)."""
+    found = [
+        path
+        for path in Path("/usr/lib/postgresql").glob("*/bin")
+        if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "psql"))
+    ]
+    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=None)
 
 
 def write_spec(

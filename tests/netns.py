@@ -32,6 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .helpers import postgres_bin
+
 CLONE_NEWNET = 0x40000000
 SUBNET = "10.231"
 PG_PORT, RELAY_PORT = 5432, 6432
@@ -56,15 +58,6 @@ def unavailable() -> str | None:
     except KeyError:
         return "no postgres user to own the cluster (initdb refuses root)"
     return None
-
-
-def postgres_bin() -> Path | None:
-    found = [
-        path
-        for path in Path("/usr/lib/postgresql").glob("*/bin")
-        if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "psql"))
-    ]
-    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=None)
 
 
 def ip(*arguments: str) -> None:

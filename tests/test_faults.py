@@ -36,31 +36,16 @@ from shrink.compression import files
 from shrink.compression.checkpoint import load_checkpoint
 from shrink.compression.trainer import Trainer
 from shrink.search.cli import main
-from shrink.search.storage import STORAGE_RETRY_DELAYS_S, is_transient, open_storage, retry_storage
+from shrink.search.storage import STORAGE_RETRY_DELAYS_S, is_transient, retry_storage
 from shrink.search.study import attach
 from shrink.search.trial_runner import original_number
 from shrink.search.worker import Worker
 
-from .helpers import BIN, load, storage_url, wait_for, write_spec
+from .helpers import BIN, Trials, load, postgres_bin, storage_url, wait_for, write_spec
 
 COMPLETE, FAIL, RUNNING, WAITING = (TrialState[name] for name in ("COMPLETE", "FAIL", "RUNNING", "WAITING"))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 INTERRUPTED = re.compile(r"^interrupted: stopped at step (\d+); resume from .+; re-queued to resume$")
-
-
-class Trials:
-    """The study's trials through one storage connection of the test's own (no cache, no heartbeat)."""
-
-    def __init__(self, url: str, name: str = "toy"):
-        self.storage = open_storage(url, heartbeat_interval=None)
-        self.study_id = self.storage.get_study_id_from_name(name)
-
-    def __call__(self) -> list[FrozenTrial]:
-        return self.storage.get_all_trials(self.study_id, deepcopy=False)
-
-    def epochs(self, number: int) -> list[dict]:
-        trials = self()
-        return trials[number].user_attrs.get("epochs", []) if len(trials) > number else []
 
 
 def assert_each_planned_trial_completed_once(trials: list[FrozenTrial], n_trials: int) -> None:
@@ -293,16 +278,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def postgres_bin() -> Path | None:
-    """Debian's server binaries, newest version (as .ci/postgres.sh picks them)."""
-    found = [
-        path
-        for path in Path("/usr/lib/postgresql").glob("*/bin")
-        if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "psql"))
-    ]
-    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=None)
 
 
 @pytest.fixture

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from shrink.search.storage import open_storage
 from shrink.search.trial_runner import original_number
 
 from .conftest import REPO
-from .helpers import BIN, wait_for, write_spec
+from .helpers import BIN, Trials, wait_for, write_spec
 
 JOB_SCRIPT = REPO / "deploy" / "slurm" / "shrink-study.sbatch"
 COMPLETE, FAIL, PRUNED, RUNNING, WAITING = (
@@ -59,17 +58,6 @@ def slurm_env() -> dict[str, str]:
     if probe.returncode != 0 or not re.fullmatch(r"(idle|mix|alloc|comp)\n", probe.stdout):
         _no_slurm(f"its node does not answer (sinfo: {(probe.stdout + probe.stderr).strip()[:200]!r})")
     return env
-
-
-class Trials:
-    """The study's trials through a connection of the test's own (no cache, no heartbeat)."""
-
-    def __init__(self, url: str, name: str = "toy"):
-        self.storage = open_storage(url, heartbeat_interval=None)
-        self.study_id = self.storage.get_study_id_from_name(name)
-
-    def __call__(self) -> list[FrozenTrial]:
-        return self.storage.get_all_trials(self.study_id, deepcopy=False)
 
 
 def counts(trials: list[FrozenTrial]) -> str:
