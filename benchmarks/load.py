@@ -3,7 +3,9 @@
 Each simulated worker is a real :class:`shrink.search.worker.Worker` (its own ``attach``: its own storage,
 engine and connections, its own sampler and pruner built from the study spec) running on a thread; workers
 are spread over ``--processes`` processes (threads, not processes, because 256 imports of torch do not fit
-in memory). Only the training is replaced: :class:`StubTrainer` stands in for the trainer inside the real
+in memory; where they fit, one worker per process, as real workers run: threads share a heap, and the full
+garbage collection Optuna makes after each trial then walks every worker's cache). Only the training is
+replaced: :class:`StubTrainer` stands in for the trainer inside the real
 :class:`~shrink.search.trial_runner.TrialRunner`, sleeps ``--epoch-s`` per epoch and hands the runner a
 synthetic learning curve (bpp from the sampled JPEG quality, MS-SSIM rising with the epoch), so the per-epoch
 ownership check, the epoch record, the multi-objective pruner and the tell all run as in a real search.
@@ -30,6 +32,7 @@ given up).
         [--storages postgresql,grpc] [--postgres URL] [--epochs 4] [--epoch-s 0.25] [--processes 4]
         [--sampler tpe] [--pruner pareto-halving] [--time-limit S] [--ticket-window K]
     nice -n 19 .venv/bin/python benchmarks/load.py --read-cost 100,1000,10000   # one read vs tickets
+    .venv/bin/python benchmarks/load.py --judge-cost 100,1000,10000   # one pareto-halving decision vs peers
 
 PostgreSQL: ``--postgres URL``, else a private server this script starts (root: as the ``postgres`` user;
 Debian's binaries; ``max_connections`` = 4 x workers + 50) and removes afterwards. ``grpc``: ``shrink storage
@@ -456,49 +459,6 @@ class Monitor:
         return max(values) if values else None
 
 
-class TicketRefill:
-    """``--ticket-window K``: a simulation of the fix proposed for the bend (results/2026-12-06-load.md):
-    the study is created with K tickets, and this thread issues the next ones (indices K..n-1, once each, in
-    shrink's one-transaction ``add_trials``) whenever fewer than K wait, so that at most K WAITING trials
-    exist instead of all n. Every read through Optuna's cache re-reads every unfinished trial, WAITING ones
-    included: today that is all the study's tickets."""
-
-    def __init__(self, url: str, study_name: str, n_trials: int, window: int):
-        import optuna
-
-        from shrink.search.storage import open_storage
-
-        self.storage = open_storage(url, heartbeat_interval=None)
-        self.study = optuna.load_study(study_name=study_name, storage=self.storage)
-        self.n_trials, self.window, self.next = n_trials, window, window
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
-        from shrink.search.budget import add_trials
-        from shrink.search.records import TICKET_ATTR
-
-        study_id = self.study._study_id  # the uncached storage's key (a benchmark may read it)
-        while self.next < self.n_trials and not self.done.wait(0.1):
-            waiting = self.storage.rdb.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
-            more = min(self.window - len(waiting), self.n_trials - self.next)
-            if more > 0:
-                tickets = [
-                    optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET_ATTR: index})
-                    for index in range(self.next, self.next + more)
-                ]
-                add_trials(self.study, tickets)
-                self.next += more
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join()
-        self.storage.dispose()
-
-
 # ---------------------------------------------------------------- one configuration
 
 
@@ -590,6 +550,7 @@ def check_study(url: str, study_name: str, n_trials: int) -> tuple[int, int, int
 def run_configuration(
     args: argparse.Namespace, storage: str, url: str, pg_url: str | None, workers: int, n_trials: int
 ) -> Outcome:
+    from shrink.search.budget import TICKET_WINDOW
     from shrink.search.spec import load_spec
     from shrink.search.study import create
 
@@ -597,13 +558,8 @@ def run_configuration(
     name = f"load-{uuid.uuid4().hex[:8]}"
     try:
         images = write_images(root / "images")
-        window = args.ticket_window if args.ticket_window and args.ticket_window < n_trials else None
-        spec = load_spec(write_spec(root / "load.toml", images, args, window or n_trials))
-        create(spec, url, name)
-        refill = None
-        if window:
-            refill = TicketRefill(pg_url or url, name, n_trials, window)
-            refill.thread.start()
+        spec = load_spec(write_spec(root / "load.toml", images, args, n_trials))
+        create(spec, url, name, ticket_window=args.ticket_window or TICKET_WINDOW)
         monitor = Monitor(pg_url) if pg_url else None
         if monitor:
             monitor.thread.start()
@@ -627,8 +583,6 @@ def run_configuration(
             first += threads
         codes = [child.wait() for child, _ in children]
         wall = time.time() - started
-        if refill:
-            refill.close()
         if monitor:
             monitor.done.set()
             monitor.thread.join()
@@ -689,6 +643,64 @@ def read_cost(url: str, sizes: list[int]) -> None:
         reader.dispose()
 
 
+def pairwise_fronts(points, rate_tolerance: float) -> list[list[int]]:
+    """The non-dominated sorting shrink used before (every pair compared once, then fronts peeled): O(n^2)."""
+    from shrink.search.pruning import _dominates
+
+    count = len(points)
+    dominated_by, dominates = [0] * count, [[] for _ in range(count)]
+    for i in range(count):
+        for j in range(i + 1, count):
+            if _dominates(points[i], points[j], rate_tolerance):
+                dominates[i].append(j)
+                dominated_by[j] += 1
+            elif _dominates(points[j], points[i], rate_tolerance):
+                dominates[j].append(i)
+                dominated_by[i] += 1
+    fronts, current = [], [i for i in range(count) if dominated_by[i] == 0]
+    while current:
+        fronts.append(current)
+        following = []
+        for i in current:
+            for j in dominates[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    following.append(j)
+        current = sorted(following)
+    return fronts
+
+
+def judge_cost(sizes: list[int]) -> None:
+    """``--judge-cost N,...``: what pareto-halving's decision at a rung costs among N peers (every report at a
+    rung epoch makes one), and within it the non-dominated sorting: shrink's (O(n log n)) against the one it
+    replaced (:func:`pairwise_fronts`, O(n^2)), on one synthetic rung (bpp rising with the sampled quality,
+    MS-SSIM too, with noise), with a check that both give the same fronts."""
+    from shrink.search.pruning import EpochPoint, ParetoRankPruner, non_dominated_fronts
+
+    tolerance = 0.02
+    print("peers  fronts  decide_s  sort_s  pairwise_sort_s  ratio  same_fronts")
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        quality = rng.uniform(10, 95, size)
+        bpp = 0.1 + quality / 50 + rng.normal(0, 0.05, size)
+        msssim = 0.9 + quality / 1000 + rng.normal(0, 0.02, size)
+        pairs = list(zip(bpp.tolist(), msssim.tolist(), strict=True))
+        curves = {n: [EpochPoint(1, b, m, 0.0)] for n, (b, m) in enumerate(pairs)}
+        started = time.perf_counter()
+        ParetoRankPruner(rate_tolerance=tolerance).decide(0, curves)
+        decide = time.perf_counter() - started
+        points = [(b, -m) for b, m in pairs]
+        started = time.perf_counter()
+        fronts = non_dominated_fronts(points, tolerance)
+        fast = time.perf_counter() - started
+        started = time.perf_counter()
+        reference = pairwise_fronts(points, tolerance)
+        slow = time.perf_counter() - started
+        same = "yes" if reference == fronts else "NO"
+        timing = f"{decide:>9.4f} {fast:>7.4f} {slow:>16.3f} {slow / fast:>6.0f}"
+        print(f"{size:>5} {len(fronts):>7} {timing}  {same}", flush=True)
+
+
 def grpc_proxy(pg_url: str) -> tuple[subprocess.Popen | None, str | None]:
     """``shrink storage serve`` in front of ``pg_url``; (None, why) while the command does not exist."""
     shrink = Path(sys.executable).parent / "shrink"
@@ -725,9 +737,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pruner", default="pareto-halving")
     parser.add_argument("--time-limit", type=float, help="workers start no trial after this many seconds")
     parser.add_argument(
-        "--ticket-window", type=int, help="simulate lazy tickets: at most this many WAITING (TicketRefill)"
+        "--ticket-window",
+        type=int,
+        help="the study's ticket window (default: search/budget.py's TICKET_WINDOW); the budget or more "
+        "issues every ticket at create, as shrink did before lazy tickets",
     )
     parser.add_argument("--read-cost", help="comma-separated ticket counts: time one read (see read_cost)")
+    parser.add_argument(
+        "--judge-cost", help="comma-separated peer counts: time one rung decision (judge_cost)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--threads", "--first-index"):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
@@ -737,6 +755,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return worker_process(args)
 
+    if args.judge_cost:
+        judge_cost([int(n) for n in args.judge_cost.split(",")])
+        return 0
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

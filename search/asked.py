@@ -20,7 +20,7 @@ from .budget import OVER_BUDGET, is_over_budget
 from .records import FAIL_REASON_ATTR
 from .space import distributions
 from .spec import ResolvedSpec
-from .storage import heartbeat_thread, storage_of, trial_id_of
+from .storage import heartbeat_thread, storage_of, study_id_of, trial_id_of
 from .study import StudyHandle
 from .trial_runner import TrialRunner
 from .worker import SignalStop, fail_and_requeue
@@ -52,6 +52,8 @@ def run_asked_trial(handle: StudyHandle, number: int, runner: TrialRunner, tell:
     (the last two are failed first, with their reason)."""
     study = handle.study
     frozen = _checked_asked_trial(handle, number)
+    # `optuna ask` claimed its ticket through Optuna's own storage, which issues no next one
+    storage_of(study).top_up_tickets(study_id_of(study))
     trial = optuna.Trial(study, trial_id_of(frozen))
     with SignalStop(runner) as stop:
         try:

@@ -12,7 +12,10 @@ A worker does not stop while the study may still get a WAITING trial:
   stale-trial check and :func:`~shrink.search.worker.fail_and_requeue` alike), and a worker reading between
   them sees neither a ticket nor a RUNNING trial. A FAILED trial holding a ticket, with no retry yet, fewer
   than ``MAX_RETRY`` attempts, failed as stale or by a signal (no ``fail_reason``, or an interruption's) less
-  than ``RETRY_GAP_S`` ago, is waited for until its retry appears or that time is out.
+  than ``RETRY_GAP_S`` ago, is waited for until its retry appears or that time is out. Then its writer
+  died between the two writes: on a database the waiting worker re-queues it itself
+  (:meth:`~shrink.search.storage.ShrinkStorage.add_retry` adds one retry per trial, whoever adds it); on a
+  journal or through a gRPC proxy a line says the ticket is left.
 
 Without a heartbeat (a storage opened with ``heartbeat_interval=None``) nothing can tell a dead worker's trial
 from a live one, nor fail it: RUNNING trials are not waited for, and one line says so.
@@ -32,6 +35,7 @@ from .budget import is_over_budget
 from .records import FAIL_REASON_ATTR, INTERRUPTED_PREFIX, RETRY_HISTORY_ATTR
 from .storage import (
     MAX_RETRY,
+    Requeue,
     ShrinkStorage,
     heartbeat_enabled,
     storage_of,
@@ -113,7 +117,9 @@ class Drain:
     def awaited(self) -> Awaited:
         trials = self.study.get_trials(deepcopy=False)
         retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY_ATTR, ())}
-        awaited = Awaited(retries=[t.number for t in trials if self._retry_coming(t, retried)])
+        owed = [t for t in trials if self._retry_owed(t, retried)]
+        awaited = Awaited(retries=[t.number for t in owed if self._within_gap(t)])
+        awaited.retries += [t.number for t in owed if not self._within_gap(t) and self._repaired(t)]
         running = [t for t in trials if t.state == TrialState.RUNNING and not is_over_budget(t)]
         if not running:
             return awaited
@@ -134,18 +140,34 @@ class Drain:
                 awaited.running[trial.number] = age
         return awaited
 
-    def _retry_coming(self, trial: FrozenTrial, retried: set[int]) -> bool:
+    def _retry_owed(self, trial: FrozenTrial, retried: set[int]) -> bool:
+        """A FAILED trial holding a ticket whose retry Requeue adds, and has not added yet."""
         if trial.state != TrialState.FAIL or is_over_budget(trial) or trial.number in retried:
             return False
         if len(trial.system_attrs.get(RETRY_HISTORY_ATTR, ())) >= MAX_RETRY:
             return False  # Requeue adds no retry past MAX_RETRY attempts
-        if not str(trial.user_attrs.get(FAIL_REASON_ATTR) or INTERRUPTED_PREFIX).startswith(
+        return str(trial.user_attrs.get(FAIL_REASON_ATTR) or INTERRUPTED_PREFIX).startswith(
             INTERRUPTED_PREFIX
-        ):
-            return False  # failed in training: no retry comes
+        )
+
+    def _within_gap(self, trial: FrozenTrial) -> bool:
         failed = trial.datetime_complete or datetime.datetime.now()
         failed_ago = (datetime.datetime.now() - failed).total_seconds()
         return failed_ago < RETRY_GAP_S and self._seen_for(trial) < RETRY_GAP_S
+
+    def _repaired(self, trial: FrozenTrial) -> bool:
+        """Re-queue a trial whose retry never came (its worker died between the FAIL and the retry): on a
+        database, where the add is one retry per trial whoever repairs it at once. Elsewhere the ticket is
+        left, in a line: two workers repairing it at one moment could add two retries."""
+        if not isinstance(self.storage, ShrinkStorage) or self.storage.rdb is None:
+            self.log(
+                f"worker: failed trial {trial.number} has no retry (its worker died before writing it); "
+                "not re-queued here: only a database adds one retry per trial whoever adds it at once"
+            )
+            return False
+        Requeue()(self.study, trial)
+        self.log(f"worker: re-queued failed trial {trial.number}, whose retry was never written")
+        return True
 
     def _seen_for(self, trial: FrozenTrial) -> float:
         """Seconds since this worker first saw ``trial`` in its present state (bounds what clocks cannot)."""

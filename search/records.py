@@ -22,6 +22,9 @@ DEV_JPEG_ATTR = "dev_jpeg"  # the dev JPEG curve (RDCurve dict)
 DEV_FINGERPRINT_ATTR = "dev_fingerprint"  # sha256 of the dev images' names and bytes
 SEARCH_FIDELITY_ATTR = "search_fidelity"  # a refine study's parent's training fidelity (refine.fidelity)
 
+# ---------------------------------------------------------------- study system attributes
+TICKET_WINDOW_ATTR = "shrink_ticket_window"  # TicketWindow: the budget's tickets issued so far (lazily)
+
 # ---------------------------------------------------------------- trial user attributes
 # set once per trial before training (shrink.compression.cost.config_cost)
 DECODER_MACS_ATTR = "decoder_macs_per_pixel"
@@ -151,6 +154,28 @@ class TrialResult(_Record):
     @property
     def rate_change(self) -> float | None:
         return self.point.dev_rate_change
+
+
+class TicketWindow(_Record):
+    """How far a study's budget has issued its tickets: indices ``0..issued-1`` exist as trials; the next are
+    issued as WAITING ones are claimed, so that ``max(window, RUNNING trials)`` wait (see
+    shrink.search.budget): as many as the workers at hand could claim at one moment."""
+
+    budget: int
+    window: int
+    issued: int
+
+    @property
+    def unissued(self) -> int:
+        return max(0, self.budget - self.issued)
+
+    def next_indices(self, waiting: int, running: int) -> range:
+        """The ticket indices to issue now, with ``waiting`` WAITING and ``running`` RUNNING trials."""
+        wanted = max(self.window, running) - waiting
+        return range(self.issued, self.issued + max(0, min(wanted, self.unissued)))
+
+    def after(self, n_issued: int) -> TicketWindow:
+        return self.model_copy(update={"issued": self.issued + n_issued})
 
 
 class HasAttrs(Protocol):

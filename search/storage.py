@@ -27,11 +27,12 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import json
 import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,10 +73,15 @@ from shrink.compression.rd import JSON_TYPES
 from .records import (
     CREATE_TOKEN_ATTR,
     FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    FIXED_PARAMS_ATTR,
     JOURNAL_HEARTBEAT_ATTR,
     PREVIOUS_FAIL_ATTR,
     RETRY_HISTORY_ATTR,
+    TICKET_ATTR,
+    TICKET_WINDOW_ATTR,
     VERDICT_ATTRS,  # what a retry drops (a retry that completes must not say why its predecessor failed)
+    TicketWindow,
 )
 
 if TYPE_CHECKING:
@@ -168,13 +174,28 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
         trials = study.get_trials(deepcopy=False)
         if any(trial.number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials):
             return  # already re-queued (a FAIL whose answer was lost, settled as ours by a re-read)
-        trial = copy.deepcopy(trial)
-        attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
+        history = [*trial.system_attrs.get(RETRY_HISTORY_ATTR, ()), trial.number]
+        if self._max_retry is not None and len(history) > self._max_retry:
+            return
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
         if trial.user_attrs.get(FAIL_REASON_ATTR):
-            attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs[FAIL_REASON_ATTR]
-        trial.user_attrs = attrs
-        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != JOURNAL_HEARTBEAT_ATTR}
-        super().__call__(study, trial)
+            user_attrs[PREVIOUS_FAIL_ATTR] = trial.user_attrs[FAIL_REASON_ATTR]
+        kept = {k: v for k, v in trial.system_attrs.items() if k != JOURNAL_HEARTBEAT_ATTR}
+        # what RetryFailedTrialCallback.__call__ adds (Optuna's): its template, built here so that the add
+        # can be the storage's one-retry-per-trial add
+        retry = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs={FAILED_TRIAL_ATTR: trial.number, **kept, RETRY_HISTORY_ATTR: history},
+            intermediate_values=trial.intermediate_values,
+        )
+        storage = storage_of(study)
+        if isinstance(storage, ShrinkStorage):
+            storage.add_retry(study_id_of(study), trial.number, retry)
+        else:
+            study.add_trial(retry)
 
 
 def open_storage(
@@ -646,6 +667,8 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
             raise StorageError(f"a gRPC proxy serves a database, not {redact(self.url)}: {PROXIED_FORMS}")
         self._log = log
         self._proxy = True
+        for study_id in self._studies_issuing_lazily():  # a top-up the last proxy died before making
+            self.top_up_tickets(study_id)
 
     def read_trial(self, trial_id: int) -> FrozenTrial:
         """The trial as the database holds it now (Optuna's cache may keep a RUNNING trial's old state)."""
@@ -655,11 +678,16 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         # a gRPC proxy's get_trial asks the proxy, whose cache keeps finished trials only
         return (self.rdb or self._inner).get_trial(trial_id)
 
-    def add_trials_at_once(self, study_id: int, trials: Sequence[FrozenTrial]) -> bool:
-        """Add ``trials`` in one transaction, so all or none are added even if the process is killed
-        (Optuna's ``add_trials`` commits each trial on its own, about 100 a second); this uses the RDB
-        storage's own per-trial insert under the study lock, inside one session. False on a journal, whose
-        caller adds them one by one."""
+    def add_trials_at_once(
+        self,
+        study_id: int,
+        trials: Sequence[FrozenTrial],
+        study_system_attrs: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Add ``trials``, and set ``study_system_attrs``, in one transaction, so all or none are added even
+        if the process is killed (Optuna's ``add_trials`` commits each trial on its own, about 100 a second);
+        this uses the RDB storage's own per-trial insert under the study lock, inside one session. False on a
+        journal or a gRPC proxy, whose caller adds them one by one."""
         rdb = self.rdb
         if rdb is None:
             return False
@@ -668,10 +696,94 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         # Optuna's RDBStorage has no public many-trial insert: its session helper, study model and
         # per-trial insert are what its own create_new_trial uses.
         with _create_scoped_session(rdb.scoped_session) as session:
-            rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            study = rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
             for trial in trials:
                 rdb._get_prepared_new_trial(study_id, trial, session)
+            for key, value in (study_system_attrs or {}).items():
+                _set_study_system_attr(session, study, key, value)
         return True
+
+    def add_retry(self, study_id: int, failed_number: int, retry: FrozenTrial) -> bool:
+        """Add ``retry``, the WAITING retry of trial ``failed_number``, unless the study holds one already (a
+        trial whose retry history names it); returns whether it was added. On a database the look and the add
+        are one transaction under the study row's lock, so that two workers re-queuing one trial add one
+        retry (one that repairs a re-queue whose writer died, and that writer, late). On a journal and through
+        a gRPC proxy they are two calls."""
+        rdb = self.rdb
+        if rdb is None:
+            trials = self._delegate("get_all_trials", study_id, deepcopy=False)
+            if any(failed_number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials):
+                return False
+            self.create_new_trial(study_id, retry)
+            return True
+        retry._validate()  # the check Study.add_trial makes before it inserts (FrozenTrial's, private)
+        # retried whole when the connection is lost: a commit whose answer was lost is found by the look
+        add = functools.partial(self._add_retry_once, study_id, failed_number, retry)
+        return self._call("add_retry", add)
+
+    def _add_retry_once(self, study_id: int, failed_number: int, retry: FrozenTrial) -> bool:
+        attr, trial = rdb_models.TrialSystemAttributeModel, rdb_models.TrialModel
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            histories = (
+                session.query(attr.value_json)
+                .join(trial, trial.trial_id == attr.trial_id)
+                .filter(trial.study_id == study_id, attr.key == RETRY_HISTORY_ATTR)
+            )
+            if any(failed_number in json.loads(history) for (history,) in histories):
+                return False
+            self.rdb._get_prepared_new_trial(study_id, retry, session)
+            return True
+
+    def _studies_issuing_lazily(self) -> list[int]:
+        def read() -> list[int]:
+            attr = rdb_models.StudySystemAttributeModel
+            with _create_scoped_session(self.rdb.scoped_session) as session:
+                return [
+                    row.study_id
+                    for row in session.query(attr.study_id).filter(attr.key == TICKET_WINDOW_ATTR)
+                ]
+
+        return self._call("get_all_studies", read)
+
+    def top_up_tickets(self, study_id: int | None = None, trial_id: int | None = None) -> int:
+        """Issue the next tickets of a study whose budget issues them lazily (a :class:`TicketWindow` in
+        its system attributes), so that ``max(window, RUNNING trials)`` are WAITING while any is unissued;
+        returns how many were issued. One transaction under the study row's lock: each index is issued
+        once, whoever tops up at the same moment. The study is ``study_id``'s, or ``trial_id``'s. Nothing on
+        a journal, whose tickets are all issued at create, nor through a gRPC proxy, which tops up itself."""
+        rdb = self.rdb
+        if rdb is None:
+            return 0
+
+        def top_up() -> int:
+            with _create_scoped_session(rdb.scoped_session) as session:
+                sid = study_id
+                if sid is None:
+                    sid = rdb_models.TrialModel.find_or_raise_by_id(trial_id, session).study_id
+                study = rdb_models.StudyModel.find_or_raise_by_id(sid, session, for_update=True)
+                stored = rdb_models.StudySystemAttributeModel.find_by_study_and_key(
+                    study, TICKET_WINDOW_ATTR, session
+                )
+                if stored is None:  # tickets issued up front
+                    return 0
+                window = TicketWindow.model_validate_json(stored.value_json)
+                trial = rdb_models.TrialModel
+                counts = dict(
+                    session.query(trial.state, sqlalchemy.func.count(trial.trial_id))
+                    .filter(trial.study_id == sid, trial.state.in_([TrialState.WAITING, TrialState.RUNNING]))
+                    .group_by(trial.state)
+                    .all()
+                )
+                indices = window.next_indices(
+                    counts.get(TrialState.WAITING, 0), counts.get(TrialState.RUNNING, 0)
+                )
+                for index in indices:
+                    rdb._get_prepared_new_trial(sid, ticket(index), session)
+                stored.value_json = window.after(len(indices)).model_dump_json()
+                return len(indices)
+
+        return self._call("top_up_tickets", top_up)
 
     def dispose(self) -> None:
         """Close the database connections, or the proxy's channel (a process that opens many storages)."""
@@ -712,10 +824,25 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         if self._log is None:
-            return self._inner.set_trial_state_values(trial_id, state=state, values=values)
-        update = functools.partial(self._inner.set_trial_state_values, trial_id, state=state, values=values)
-        settled = functools.partial(self._settled, trial_id, state)
-        return retry_storage(update, "set_trial_state_values", self._log, self.url, settled=settled)
+            changed = self._inner.set_trial_state_values(trial_id, state=state, values=values)
+        else:
+            update = functools.partial(
+                self._inner.set_trial_state_values, trial_id, state=state, values=values
+            )
+            settled = functools.partial(self._settled, trial_id, state)
+            changed = retry_storage(update, "set_trial_state_values", self._log, self.url, settled=settled)
+        if changed and state == TrialState.RUNNING:
+            self._claimed(trial_id)
+        return changed
+
+    def _claimed(self, trial_id: int) -> None:
+        """A WAITING trial was claimed, by this worker or by a client of this proxy."""
+        if self._budget_closed and heartbeat_enabled(self):
+            # its first beat now, not when Optuna's heartbeat thread starts: a worker killed in between would
+            # leave a trial that never beat, which no stale check fails
+            self.record_heartbeat(trial_id)
+        if self._budget_closed or self._proxy:
+            self.top_up_tickets(trial_id=trial_id)
 
     def _settled(self, trial_id: int, state: TrialState) -> tuple[bool, bool | None]:
         """Whether a state change whose answer was lost took effect (see the class's docstring)."""
@@ -881,6 +1008,32 @@ def _with_token(template: FrozenTrial | None, key: str, token: str) -> FrozenTri
     )
     template.system_attrs = {**template.system_attrs, key: token}
     return template
+
+
+def ticket(index: int, fixed: tuple[dict[str, Any], dict[str, Any]] | None = None) -> FrozenTrial:
+    """The budget's ticket ``index`` (see :mod:`shrink.search.budget`): a WAITING trial; ``fixed``, when
+    given, is its (params, user attributes): it samples exactly those params (``Study.enqueue_trial``'s
+    ``fixed_params`` system attribute)."""
+    system_attrs: dict[str, Any] = {TICKET_ATTR: index}
+    user_attrs: dict[str, Any] = {}
+    if fixed is not None:
+        system_attrs[FIXED_PARAMS_ATTR], user_attrs = fixed
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs=system_attrs, user_attrs=user_attrs
+    )
+
+
+def _set_study_system_attr(session: sqlalchemy.orm.Session, study: Any, key: str, value: Any) -> None:
+    """``RDBStorage.set_study_system_attr`` inside a session of ours (it opens and commits its own)."""
+    stored = rdb_models.StudySystemAttributeModel.find_by_study_and_key(study, key, session)
+    if stored is None:
+        session.add(
+            rdb_models.StudySystemAttributeModel(
+                study_id=study.study_id, key=key, value_json=json.dumps(value)
+            )
+        )
+    else:
+        stored.value_json = json.dumps(value)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

@@ -22,7 +22,7 @@ from shrink.compression.names import check_name
 from shrink.compression.rd import RDCurve
 from shrink.compression.trainer import dev_fingerprint, dev_jpeg_curve, load_dev_images
 
-from .budget import Ticket, drop_duplicate_tickets, issue_tickets
+from .budget import TICKET_WINDOW, Ticket, drop_duplicate_tickets, issue_tickets
 from .records import DEV_FINGERPRINT_ATTR, DEV_JPEG_ATTR, SPEC_ATTR, TICKETS_ATTR, read_curve
 from .spec import ResolvedSpec, SpecError, spec_diff
 from .storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageError, open_storage, redact
@@ -60,11 +60,14 @@ def create(
     study_name: str | None = None,
     fixed_tickets: Sequence[Ticket] = (),
     user_attrs: Mapping[str, Any] | None = None,
+    ticket_window: int = TICKET_WINDOW,
 ) -> StudyHandle:
     """A new study holding the spec and its dev JPEG curve; refuses an existing name.
 
     ``fixed_tickets``: the first tickets' (params, user attributes), for studies that retrain given
-    configs (``shrink refine``); ``user_attrs``: more study attributes, written before any ticket."""
+    configs (``shrink refine``); ``user_attrs``: more study attributes, written before any ticket;
+    ``ticket_window``: how many of the budget's tickets wait at least (search/budget.py; the budget or more:
+    all are issued at create)."""
     name = check_name(study_name or spec.spec.name, "study name")
     dev_jpeg = dev_jpeg_curve(load_dev_images(spec.base_config.data))  # fails before storage is touched
     storage = open_storage(url)
@@ -83,7 +86,7 @@ def create(
             study.set_user_attr(SPEC_ATTR, spec.to_json())
             study.set_user_attr(DEV_JPEG_ATTR, dev_jpeg.to_dict())
             check_dev_fingerprint(study, spec)
-            _ensure_tickets(study, spec, fixed_tickets)
+            _ensure_tickets(study, spec, fixed_tickets, ticket_window)
     except BaseException:  # nothing half-written: a study without all its tickets would train fewer trials
         optuna.delete_study(study_name=name, storage=storage)
         raise
@@ -177,11 +180,13 @@ def _adopt(study: optuna.Study, spec: ResolvedSpec) -> None:
     study.set_user_attr(SPEC_ATTR, spec.to_json())
 
 
-def _ensure_tickets(study: optuna.Study, spec: ResolvedSpec, fixed: Sequence[Ticket] = ()) -> None:
+def _ensure_tickets(
+    study: optuna.Study, spec: ResolvedSpec, fixed: Sequence[Ticket] = (), window: int = TICKET_WINDOW
+) -> None:
     """The budget's claim tickets (search/budget.py), issued once per study: at create, or at the first
     attach of a study made by ``optuna create-study`` or before tickets existed."""
     if study.user_attrs.get(TICKETS_ATTR) is None:
-        issue_tickets(study, spec.spec.budget.n_trials, fixed)
+        issue_tickets(study, spec.spec.budget.n_trials, fixed, window)
         study.set_user_attr(TICKETS_ATTR, spec.spec.budget.n_trials)
         drop_duplicate_tickets(study)
 

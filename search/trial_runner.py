@@ -80,15 +80,32 @@ def default_run_root(url: str) -> Path:
     return Path("shrink-runs")
 
 
-def study_curves(study: optuna.Study) -> dict[int, list[EpochPoint]]:
-    """Every trial's recorded epochs, keyed by original trial number (a retry replaces its predecessor)."""
+def study_curves(
+    study: optuna.Study, finished: dict[int, tuple[int, list[EpochPoint] | None]] | None = None
+) -> dict[int, list[EpochPoint]]:
+    """Every trial's recorded epochs, keyed by original trial number (a retry replaces its predecessor).
+
+    ``finished``: (original number, curve or None for no epoch recorded) of each finished trial by trial id,
+    kept by the caller between calls: a finished trial's epochs no longer change, and parsing them all at
+    every rung grows with the study."""
     curves: dict[int, list[EpochPoint]] = {}
     for trial in study.get_trials(deepcopy=False):
-        epochs = stored_epochs(trial)
-        if epochs:
-            full = [record for record in epochs if not record.get("partial")]
-            curves[original_number(trial)] = [EpochPoint.from_record(record) for record in full]
+        known = None if finished is None else finished.get(trial_id_of(trial))
+        if known is None:
+            known = original_number(trial), _curve(trial)
+            if finished is not None and trial.state.is_finished():
+                finished[trial_id_of(trial)] = known
+        original, curve = known
+        if curve is not None:
+            curves[original] = curve
     return curves
+
+
+def _curve(trial: FrozenTrial) -> list[EpochPoint] | None:
+    epochs = stored_epochs(trial)
+    if not epochs:
+        return None
+    return [EpochPoint.from_record(record) for record in epochs if not record.get("partial")]
 
 
 class TrialTakenOver(RuntimeError):
@@ -151,6 +168,7 @@ class TrialRunner:
         self.trainer: Trainer | None = None
         self.stop_requested = False
         self.last_trial_number: int | None = None
+        self._finished_curves: dict[int, tuple[int, list[EpochPoint] | None]] = {}  # study_curves' cache
         pruner = self.spec.spec.pruner
         self.mo_pruner: MultiObjectivePruner | None = None
         if pruner.name not in OPTUNA_PRUNERS:
@@ -297,7 +315,9 @@ class TrialRunner:
                     trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                     raise optuna.TrialPruned(reason)
                 return
-            curves = study_curves(self.handle.study)
+            if not self.mo_pruner.judges_at(record.epoch):
+                return
+            curves = study_curves(self.handle.study, self._finished_curves)
             curves[original] = [EpochPoint.from_record(r) for r in epochs if not r["partial"]]
             decision = self.mo_pruner.decide(original, curves)
             if decision is not None:

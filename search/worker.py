@@ -34,10 +34,11 @@ from shrink.compression.text import plain_text
 from .budget import BudgetSpent, is_over_budget, tickets_left
 from .drain import Drain
 from .records import DECODER_MACS_ATTR, RETRY_HISTORY_ATTR, WALL_S_ATTR, read_rd_point, verdict
-from .storage import Requeue, heartbeat_enabled, storage_of
+from .storage import Requeue, heartbeat_enabled, storage_of, study_id_of
 from .study import StudyHandle
 from .trial_runner import OnComplete, TrialRunner, TrialTakenOver
 
+TICKET_POLL_S = 0.2  # how soon a worker that found no WAITING ticket looks again
 OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's optimize loop (its failed-trial warnings)
 
 
@@ -174,7 +175,9 @@ class Worker:
         taken_over = False
         try:
             study.optimize(self.runner, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        except BudgetSpent:
+        except BudgetSpent:  # another worker claimed the last WAITING ticket; the next may be unissued yet
+            if not self.storage.top_up_tickets(study_id_of(study)):  # (its claimer died before topping up)
+                time.sleep(TICKET_POLL_S)  # the proxy that served the claims tops up; or none is left
             return
         except Exception:  # Optuna's tell of a trial finished elsewhere raises (several kinds, by timing)
             if not self._taken_over():

@@ -24,6 +24,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from shrink.search import drain
 from shrink.search.records import FAIL_REASON_ATTR, TICKET_ATTR
 from shrink.search.spec import load_spec
 from shrink.search.storage import Requeue, open_storage, trial_id_of
@@ -165,6 +166,58 @@ def test_a_worker_reading_between_the_fail_and_the_retry_of_a_requeue_waits_for_
     first, retry = assert_finished_exactly(url, 1, out)
     assert "waiting for the retry of failed trial 0" in out
     assert result.trials == {1: retry.state.name} and retry.system_attrs["failed_trial"] == 0, out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_a_failed_trial_whose_retry_was_never_written_is_requeued_on_a_database(
+    kind, request, tmp_path, image_folder, monkeypatch
+):
+    """Its worker died between the FAIL and the retry: once the re-queue's gap is out, the waiting worker
+    re-queues it and trains it (on a database); on a journal it says the ticket is left and stops."""
+    monkeypatch.setattr(drain, "RETRY_GAP_S", 1.0)
+    url = request.getfixturevalue("postgres_url") if kind == "postgresql" else storage_url(kind, tmp_path)
+    new_study(tmp_path, image_folder, url)
+    study = optuna.load_study(study_name="toy", storage=open_storage(url, heartbeat_interval=None))
+    study.tell(study.ask(), state=TrialState.FAIL)  # and then nothing: its worker was killed
+    time.sleep(1.2)
+    logged: list[str] = []
+    result = second_worker(url, tmp_path, logged.append).run()
+    out = "\n".join(logged)
+    if kind == "journal":
+        assert result.trials == {} and "failed trial 0 has no retry" in out, out
+        assert [t.state for t in load(url).trials] == [TrialState.FAIL]
+        return
+    first, retry = assert_finished_exactly(url, 1, out)
+    assert "re-queued failed trial 0, whose retry was never written" in out
+    assert result.trials == {1: retry.state.name} and retry.system_attrs["retry_history"] == [0], out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_workers_requeuing_one_trial_at_once_add_one_retry(kind, url, tmp_path, image_folder):
+    """The repair above, by eight workers at the same moment (or by the writer, late, beside one): one
+    retry. (Without the study row's lock in add_retry, PostgreSQL adds several.)"""
+    new_study(tmp_path, image_folder, url)
+    study = optuna.load_study(study_name="toy", storage=open_storage(url, heartbeat_interval=None))
+    trial = study.ask()
+    study.tell(trial, state=TrialState.FAIL)
+    failed = study.get_trials(deepcopy=False)[trial.number]
+    studies = [
+        optuna.load_study(study_name="toy", storage=open_storage(url, heartbeat_interval=None))
+        for _ in range(8)
+    ]
+    start = threading.Barrier(len(studies))
+
+    def requeue(each: optuna.Study) -> None:
+        start.wait()
+        Requeue()(each, failed)
+
+    threads = [threading.Thread(target=requeue, args=(each,)) for each in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    states = [t.state for t in load(url).trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING], states
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])

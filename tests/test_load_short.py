@@ -1,6 +1,7 @@
 """The load benchmark (benchmarks/load.py) at test size: a few simulated workers, 50 trials with the stub
 trainer through shrink's real ask/report/prune/tell path, on SQLite and on PostgreSQL when a server is up.
-The budget is exact, no ticket is finished twice, nothing is left RUNNING or WAITING, and nothing erred."""
+Tickets are issued as they are claimed (a window of 8); the budget is exact, no ticket is finished twice,
+nothing is left RUNNING or WAITING, and nothing erred."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def test_simulated_workers_spend_the_exact_budget_without_duplicates_or_errors(
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [sys.executable, str(BENCHMARK), "--workers", str(WORKERS), "--trials", str(TRIALS)]
     command += ["--storages", kind, "--processes", "2", "--epochs", "3", "--epoch-s", "0.05"]
+    command += ["--ticket-window", "8"]  # tickets issued as they are claimed (8 wait at least, not all 50)
     if kind == "postgresql":  # a fresh database on the test server, passed in the environment
         env[POSTGRES_ENV] = request.getfixturevalue("postgres_url")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shrink.search.pruning import (
@@ -16,6 +17,7 @@ from shrink.search.pruning import (
     NopMOPruner,
     ParetoRankPruner,
     PruneDecision,
+    _dominates,
     build_mo_pruner,
     hypervolume_2d,
     non_dominated_fronts,
@@ -164,6 +166,32 @@ def test_non_dominated_fronts_by_hand() -> None:
     points = [(1, 5), (2, 3), (4, 1), (3, 4), (5, 2), (5, 5), (2, 3), (6, 6)]
     assert non_dominated_fronts(points) == [[0, 1, 2, 6], [3, 4], [5], [7]]
     assert non_dominated_fronts([]) == []
+
+
+def pairwise_fronts(points, rate_tolerance: float) -> list[list[int]]:
+    """Non-dominated sorting by the definition: every pair compared (the O(n^2) reference)."""
+    left, fronts = set(range(len(points))), []
+    while left:
+        front = sorted(
+            b
+            for b in left
+            if not any(_dominates(points[a], points[b], rate_tolerance) for a in left if a != b)
+        )
+        fronts.append(front)
+        left -= set(front)
+    return fronts
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_non_dominated_fronts_match_pairwise_comparison(seed: int) -> None:
+    """Ties, repeats, infinities (a NaN objective) and a rate tolerance, as a rung meets them."""
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 60))
+    bpp = rng.choice([0.1, 0.2, 0.2, 0.3, 0.31, math.inf], count) if seed % 2 else rng.uniform(0, 1, count)
+    quality = rng.choice([-0.9, -0.8, -0.8, math.inf], count) if seed % 3 == 0 else rng.uniform(-1, 0, count)
+    points = [(float(b), float(q)) for b, q in zip(bpp, quality, strict=True)]
+    tolerance = [0.0, 0.02, 0.5][seed % 3]
+    assert non_dominated_fronts(points, tolerance) == pairwise_fronts(points, tolerance)
 
 
 def test_hypervolume_2d_by_hand() -> None:
