@@ -49,13 +49,13 @@ def issue_tickets(
 
     ``fixed[i]``, when given, is ticket ``i``'s (params, user attributes): its trial samples exactly those
     params (Optuna's ``enqueue_trial`` mechanism, the ``fixed_params`` system attribute)."""
+    storage = storage_of(study)
     trials = study.get_trials(deepcopy=False)
     started = [t for t in trials if t.state != TrialState.WAITING and TICKET_ATTR not in t.system_attrs]
     for trial in started:  # made by `optuna ask` before a spec was attached: they hold a ticket each
-        storage_of(study).set_trial_system_attr(trial_id_of(trial), TICKET_ATTR, -1)
+        storage.set_trial_system_attr(trial_id_of(trial), TICKET_ATTR, -1)
     have = sum(1 for t in trials if TICKET_ATTR in t.system_attrs and FAILED_TRIAL_ATTR not in t.system_attrs)
     held = have + len(started)
-    storage = storage_of(study)
     lazy = isinstance(storage, ShrinkStorage) and (storage.rdb is not None or storage.remote)
     end = min(n_trials, max(len(fixed), held + window)) if lazy else n_trials
     counter = TicketWindow(budget=n_trials, window=window, issued=max(held, end))

@@ -171,9 +171,6 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
         super().__init__(max_retry=max_retry, inherit_intermediate_values=True)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trials = study.get_trials(deepcopy=False)
-        if any(trial.number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials):
-            return  # already re-queued (a FAIL whose answer was lost, settled as ours by a re-read)
         history = [*trial.system_attrs.get(RETRY_HISTORY_ATTR, ()), trial.number]
         if self._max_retry is not None and len(history) > self._max_retry:
             return
@@ -192,10 +189,16 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
             intermediate_values=trial.intermediate_values,
         )
         storage = storage_of(study)
-        if isinstance(storage, ShrinkStorage):
+        if isinstance(storage, ShrinkStorage):  # it looks for an existing retry itself
             storage.add_retry(study_id_of(study), trial.number, retry)
-        else:
+        elif not _has_retry(study.get_trials(deepcopy=False), trial.number):
             study.add_trial(retry)
+
+
+def _has_retry(trials: Sequence[FrozenTrial], number: int) -> bool:
+    """Whether trial ``number`` is re-queued already (a FAIL whose answer was lost, settled as ours by a
+    re-read; or another worker's repair)."""
+    return any(number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials)
 
 
 def open_storage(
@@ -711,8 +714,7 @@ class ShrinkStorage(BaseStorage, BaseHeartbeat):
         a gRPC proxy they are two calls."""
         rdb = self.rdb
         if rdb is None:
-            trials = self._delegate("get_all_trials", study_id, deepcopy=False)
-            if any(failed_number in t.system_attrs.get(RETRY_HISTORY_ATTR, ()) for t in trials):
+            if _has_retry(self._delegate("get_all_trials", study_id, deepcopy=False), failed_number):
                 return False
             self.create_new_trial(study_id, retry)
             return True
